@@ -1,0 +1,185 @@
+"""Configuration: YAML files in ``conf/`` loaded into frozen dataclasses.
+
+An environment file names its parent with ``extends``; mappings merge key by key, the child
+winning. Two environment variables override the file, so one config can serve a laptop, a
+test and a cluster: ``TXWATCH_LAKE_ROOT`` and ``TXWATCH_KAFKA_BOOTSTRAP``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CONF = "conf/local.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, malformed or holds an unknown key."""
+
+
+@dataclass(frozen=True)
+class Topics:
+    transactions: str
+    device_locations: str
+    potential_fraud: str
+
+
+@dataclass(frozen=True)
+class KafkaConf:
+    bootstrap_servers: str
+    topics: Topics
+    partitions: int
+    replication_factor: int
+    starting_offsets: str
+    max_offsets_per_trigger: int
+    fail_on_data_loss: bool
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StreamConf:
+    trigger_interval: str
+    max_files_per_trigger: int
+    transactions_watermark: str
+    device_locations_watermark: str
+    join_before: str
+    join_after: str
+    max_future_skew: str
+
+
+@dataclass(frozen=True)
+class ImpossibleTravelConf:
+    max_plausible_speed_mps: float
+    min_gap_s: float
+    merchant_location_uncertainty_m: float
+    min_distance_m: float
+    default_location_accuracy_m: float
+    high_severity_score: float
+    medium_severity_score: float
+
+
+@dataclass(frozen=True)
+class PrivacyConf:
+    token_key_env: str
+
+
+@dataclass(frozen=True)
+class SparkConf:
+    app_name: str
+    shuffle_partitions: int
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Conf:
+    lake_root: str
+    kafka: KafkaConf
+    stream: StreamConf
+    impossible_travel: ImpossibleTravelConf
+    privacy: PrivacyConf
+    spark: SparkConf
+    source: str = ""
+
+    def table_path(self, table: str) -> str:
+        """Where the Delta table ``table`` lives: ``lake_root/<table>``."""
+        return f"{self.lake_root.rstrip('/')}/{table}"
+
+    def checkpoint_path(self, query_name: str) -> str:
+        """The checkpoint folder of the streaming query ``query_name``."""
+        return f"{self.lake_root.rstrip('/')}/_checkpoints/{query_name}"
+
+    def kafka_options(self) -> dict[str, str]:
+        """Options every Spark Kafka source and sink of this job passes."""
+        return {"kafka.bootstrap.servers": self.kafka.bootstrap_servers, **self.kafka.options}
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path in seen:
+        raise ConfigError(f"config files extend each other in a loop: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    return _merge(_read_yaml(path.parent / parent, (*seen, path)), data)
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for name, spec in known.items():
+        if name not in data:
+            if name in ("options", "source"):
+                continue
+            raise ConfigError(f"missing key {where}.{name}")
+        value = data[name]
+        nested = _NESTED.get((cls, name))
+        if nested is not None:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}.{name} must be a mapping")
+            value = _build(nested, value, f"{where}.{name}")
+        elif name == "options":
+            value = {str(k): str(v) for k, v in (value or {}).items()}
+        elif spec.type in ("int", "float", "bool", "str"):
+            value = _coerce(value, spec.type, f"{where}.{name}")
+        values[name] = value
+    return cls(**values)
+
+
+def _coerce(value: Any, type_name: str, where: str) -> Any:
+    expected = {"int": int, "float": (int, float), "bool": bool, "str": str}[type_name]
+    if isinstance(value, bool) and type_name != "bool":
+        raise ConfigError(f"{where} must be {type_name}, not {value!r}")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{where} must be {type_name}, not {value!r}")
+    return float(value) if type_name == "float" else value
+
+
+_NESTED: dict[tuple[type, str], type] = {
+    (Conf, "kafka"): KafkaConf,
+    (KafkaConf, "topics"): Topics,
+    (Conf, "stream"): StreamConf,
+    (Conf, "impossible_travel"): ImpossibleTravelConf,
+    (Conf, "privacy"): PrivacyConf,
+    (Conf, "spark"): SparkConf,
+}
+
+
+def load_conf(path: str | os.PathLike[str] = DEFAULT_CONF) -> Conf:
+    """Load ``path`` (following ``extends``) and apply the environment overrides."""
+    conf_path = Path(path)
+    data = _read_yaml(conf_path)
+    if lake_root := os.environ.get("TXWATCH_LAKE_ROOT"):
+        data["lake_root"] = lake_root
+    if bootstrap := os.environ.get("TXWATCH_KAFKA_BOOTSTRAP"):
+        data.setdefault("kafka", {})["bootstrap_servers"] = bootstrap
+    root = str(data.get("lake_root", ""))
+    if root and "://" not in root:
+        # Relative local paths are relative to where the job starts; Delta wants them absolute.
+        data["lake_root"] = os.path.abspath(root)
+    data["source"] = str(conf_path)
+    conf: Conf = _build(Conf, data, "conf")
+    return conf

@@ -1,0 +1,77 @@
+"""Topic administration with kafka-python (the Spark job itself reads and writes with Spark)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from jobs.config import Conf
+
+
+def wait_for_broker(bootstrap_servers: str, timeout_s: float = 30.0) -> None:
+    """Return once a bootstrap server accepts TCP connections; clear error if none does."""
+    addresses = []
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        addresses.append((host.strip("[]") or "localhost", int(port)))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for address in addresses:
+            with contextlib.suppress(OSError), socket.create_connection(address, timeout=2.0):
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"no Kafka broker answers at {bootstrap_servers}; start the local one with "
+                "`scripts/kafka-local.sh start` or point TXWATCH_KAFKA_BOOTSTRAP at yours"
+            )
+        time.sleep(0.5)
+
+
+def admin_client(bootstrap_servers: str) -> KafkaAdminClient:
+    wait_for_broker(bootstrap_servers)
+    return KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="txwatch-admin")
+
+
+def topic_names(conf: Conf) -> list[str]:
+    topics = conf.kafka.topics
+    return [topics.transactions, topics.device_locations, topics.potential_fraud]
+
+
+def ensure_topics(conf: Conf, recreate: bool = False) -> list[str]:
+    """Create the job's topics that are missing (all of them anew if ``recreate``)."""
+    admin = admin_client(conf.kafka.bootstrap_servers)
+    try:
+        wanted = topic_names(conf)
+        if recreate:
+            existing = set(admin.list_topics()) & set(wanted)
+            if existing:
+                admin.delete_topics(sorted(existing))
+                _wait_until(lambda: not (set(admin.list_topics()) & existing), "topic deletion")
+        missing = [t for t in wanted if t not in set(admin.list_topics())]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(
+                    [
+                        NewTopic(t, conf.kafka.partitions, conf.kafka.replication_factor)
+                        for t in missing
+                    ]
+                )
+            _wait_until(lambda: set(missing) <= set(admin.list_topics()), "topic creation")
+        return missing
+    except KafkaError as err:
+        raise RuntimeError(f"could not create Kafka topics {wanted}: {err}") from err
+    finally:
+        admin.close()
+
+
+def _wait_until(condition, what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Kafka {what} did not finish within {timeout_s:.0f} s")
+        time.sleep(0.2)

@@ -1,0 +1,475 @@
+"""The streaming pipeline: Kafka -> bronze + quarantine -> enriched + alerts.
+
+Two streaming queries:
+
+``ingest``  reads both input topics, parses and validates each record, tokenizes card
+            numbers and appends to ``bronze_transactions``, ``bronze_device_locations`` and
+            ``quarantine``. Appends carry Delta's ``txnAppId``/``txnVersion`` so a micro-batch
+            replayed after a crash is not written twice.
+``enrich``  reads the two bronze tables as streams, joins each transaction to its device's
+            location fixes (watermarked stream-stream join), MERGEs one row per transaction
+            into ``transactions_enriched`` and new impossible-travel alerts into ``alerts``,
+            publishing each new alert to the ``potential-fraud`` topic.
+
+    ./spark-submit.sh stream [--conf conf/local.yaml] [--available-now]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyspark.sql.functions as F
+import pyspark.sql.types as T
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
+
+from jobs import tables
+from jobs.config import DEFAULT_CONF, Conf, load_conf
+from jobs.kafka_admin import ensure_topics
+from jobs.session import create_session
+from udfs.privacy import token_key_from_env
+from udfs.records import (
+    parse_device_locations,
+    parse_transactions,
+    to_bronze_device_locations,
+    to_bronze_transactions,
+    to_quarantine,
+    with_kafka_columns,
+)
+from udfs.travel import (
+    impossible_travel_alerts,
+    join_transactions_to_locations,
+    nearest_location_per_transaction,
+    with_travel_metrics,
+)
+
+INGEST_QUERY = "ingest"
+ENRICH_QUERY = "enrich"
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def read_sources(spark: SparkSession, conf: Conf) -> DataFrame:
+    """Both input topics as one Kafka stream, columns named as in every txwatch table."""
+    topics = conf.kafka.topics
+    return (
+        spark.readStream.format("kafka")
+        .options(**conf.kafka_options())
+        .option("subscribe", f"{topics.transactions},{topics.device_locations}")
+        .option("startingOffsets", conf.kafka.starting_offsets)
+        .option("maxOffsetsPerTrigger", str(conf.kafka.max_offsets_per_trigger))
+        .option("failOnDataLoss", str(conf.kafka.fail_on_data_loss).lower())
+        .load()
+        .transform(with_kafka_columns)
+    )
+
+
+def read_bronze(spark: SparkSession, conf: Conf, table: str) -> DataFrame:
+    return (
+        spark.readStream.format("delta")
+        .option("maxFilesPerTrigger", str(conf.stream.max_files_per_trigger))
+        .load(conf.table_path(table))
+    )
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+@dataclass(frozen=True)
+class IngestOutputs:
+    bronze_transactions_df: DataFrame
+    bronze_device_locations_df: DataFrame
+    quarantine_df: DataFrame
+
+
+def build_ingest(raw_df: DataFrame, conf: Conf, token_key: bytes) -> IngestOutputs:
+    """Split raw Kafka rows into the three ingestion tables."""
+    topics = conf.kafka.topics
+    skew = conf.stream.max_future_skew
+    transactions_df = parse_transactions(
+        raw_df.filter(F.col("kafka_topic") == topics.transactions), token_key, skew
+    )
+    locations_df = parse_device_locations(
+        raw_df.filter(F.col("kafka_topic") == topics.device_locations), skew
+    )
+    return IngestOutputs(
+        bronze_transactions_df=to_bronze_transactions(transactions_df),
+        bronze_device_locations_df=to_bronze_device_locations(locations_df),
+        quarantine_df=to_quarantine(transactions_df).unionByName(to_quarantine(locations_df)),
+    )
+
+
+def build_enrich(transactions_df: DataFrame, locations_df: DataFrame, conf: Conf) -> DataFrame:
+    """Transaction/fix pairs with distance, gap and implied speed (one row per pair)."""
+    pairs_df = join_transactions_to_locations(transactions_df, locations_df, conf.stream)
+    return with_travel_metrics(pairs_df, conf.impossible_travel)
+
+
+# --------------------------------------------------------------------------- sinks
+
+
+def _empty_raw_df(spark: SparkSession) -> DataFrame:
+    schema = T.StructType(
+        [
+            T.StructField("kafka_topic", T.StringType()),
+            T.StructField("kafka_partition", T.IntegerType()),
+            T.StructField("kafka_offset", T.LongType()),
+            T.StructField("kafka_timestamp", T.TimestampType()),
+            T.StructField("kafka_key", T.StringType()),
+            T.StructField("raw_value", T.StringType()),
+        ]
+    )
+    return spark.createDataFrame([], schema)
+
+
+def table_schemas(spark: SparkSession, conf: Conf) -> dict[str, T.StructType]:
+    """The schema of each table, derived from the transforms that write it."""
+    ingest = build_ingest(_empty_raw_df(spark), conf, b"schema-only")
+    metrics_df = build_enrich(
+        ingest.bronze_transactions_df, ingest.bronze_device_locations_df, conf
+    )
+    return {
+        tables.BRONZE_TRANSACTIONS: ingest.bronze_transactions_df.schema,
+        tables.BRONZE_DEVICE_LOCATIONS: ingest.bronze_device_locations_df.schema,
+        tables.QUARANTINE: ingest.quarantine_df.schema,
+        tables.TRANSACTIONS_ENRICHED: nearest_location_per_transaction(metrics_df).schema,
+        tables.ALERTS: impossible_travel_alerts(metrics_df, conf.impossible_travel).schema,
+        tables.PIPELINE_PROGRESS: PROGRESS_SCHEMA,
+    }
+
+
+def ensure_tables(spark: SparkSession, conf: Conf) -> None:
+    """Create every table the stream writes, so readers and MERGEs find them from the start."""
+    for table, schema in table_schemas(spark, conf).items():
+        (
+            DeltaTable.createIfNotExists(spark)
+            .location(conf.table_path(table))
+            .addColumns(schema)
+            .execute()
+        )
+
+
+def _append_once(df: DataFrame, conf: Conf, table: str, batch_id: int) -> None:
+    """Append ``df`` unless this micro-batch was already committed to ``table``."""
+    (
+        df.write.format("delta")
+        .mode("append")
+        .option("txnAppId", f"txwatch-{INGEST_QUERY}-{table}")
+        .option("txnVersion", batch_id)
+        .save(conf.table_path(table))
+    )
+
+
+def ingest_batch_writer(conf: Conf, token_key: bytes) -> Callable[[DataFrame, int], None]:
+    """The ``foreachBatch`` function of the ingest query."""
+
+    def write_ingest_batch(batch_df: DataFrame, batch_id: int) -> None:
+        raw_df = batch_df.persist()
+        try:
+            outputs = build_ingest(raw_df, conf, token_key)
+            _append_once(outputs.bronze_transactions_df, conf, tables.BRONZE_TRANSACTIONS, batch_id)
+            _append_once(
+                outputs.bronze_device_locations_df, conf, tables.BRONZE_DEVICE_LOCATIONS, batch_id
+            )
+            _append_once(outputs.quarantine_df, conf, tables.QUARANTINE, batch_id)
+        finally:
+            raw_df.unpersist()
+
+    return write_ingest_batch
+
+
+def merge_enriched(spark: SparkSession, conf: Conf, enriched_df: DataFrame) -> None:
+    """Upsert one row per transaction, keeping the nearest fix and the highest speed seen.
+
+    Replaying a micro-batch changes nothing: a row is only replaced by a strictly nearer
+    fix, and ``max_implied_speed_mps`` only grows.
+    """
+    target = DeltaTable.forPath(spark, conf.table_path(tables.TRANSACTIONS_ENRICHED))
+    columns = enriched_df.columns
+    keep_max = {
+        "max_implied_speed_mps": "greatest(t.max_implied_speed_mps, s.max_implied_speed_mps)"
+    }
+    is_nearer_fix = "s.has_location AND (NOT t.has_location OR abs(s.gap_s) < abs(t.gap_s))"
+    is_faster = "s.max_implied_speed_mps > coalesce(t.max_implied_speed_mps, -1.0)"
+    (
+        target.alias("t")
+        .merge(enriched_df.alias("s"), "t.transaction_id = s.transaction_id")
+        .whenMatchedUpdate(
+            condition=is_nearer_fix, set={**{c: f"s.{c}" for c in columns}, **keep_max}
+        )
+        .whenMatchedUpdate(condition=is_faster, set=keep_max)
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+def publish_alerts(conf: Conf, alerts_df: DataFrame) -> None:
+    """Send alerts as JSON to the potential-fraud topic, keyed by ``alert_id``."""
+    (
+        alerts_df.select(
+            F.col("alert_id").alias("key"),
+            F.to_json(F.struct(*[F.col(c) for c in alerts_df.columns])).alias("value"),
+        )
+        .write.format("kafka")
+        .options(**conf.kafka_options())
+        .option("topic", conf.kafka.topics.potential_fraud)
+        .save()
+    )
+
+
+def save_new_alerts(spark: SparkSession, conf: Conf, alerts_df: DataFrame) -> int:
+    """Publish and store the alerts not stored yet; return how many there were.
+
+    Publishing comes before the MERGE: a crash between the two republishes on restart
+    (the topic is at-least-once, keyed by ``alert_id``) but never loses an alert.
+    """
+    target = DeltaTable.forPath(spark, conf.table_path(tables.ALERTS))
+    new_alerts_df = alerts_df.join(
+        target.toDF().select("alert_id"), on="alert_id", how="left_anti"
+    ).persist()
+    try:
+        count = new_alerts_df.count()
+        if count:
+            publish_alerts(conf, new_alerts_df)
+            (
+                target.alias("t")
+                .merge(new_alerts_df.alias("s"), "t.alert_id = s.alert_id")
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+        return count
+    finally:
+        new_alerts_df.unpersist()
+
+
+def enrich_batch_writer(spark: SparkSession, conf: Conf) -> Callable[[DataFrame, int], None]:
+    """The ``foreachBatch`` function of the enrich query."""
+
+    def write_enrich_batch(batch_df: DataFrame, batch_id: int) -> None:
+        metrics_df = batch_df.persist()
+        try:
+            merge_enriched(spark, conf, nearest_location_per_transaction(metrics_df))
+            save_new_alerts(
+                spark, conf, impossible_travel_alerts(metrics_df, conf.impossible_travel)
+            )
+        finally:
+            metrics_df.unpersist()
+
+    return write_enrich_batch
+
+
+# --------------------------------------------------------------------------- progress
+
+PROGRESS_SCHEMA = T.StructType(
+    [
+        T.StructField("query_name", T.StringType()),
+        T.StructField("run_id", T.StringType()),
+        T.StructField("batch_id", T.LongType()),
+        T.StructField("batch_time", T.StringType()),
+        T.StructField("num_input_rows", T.LongType()),
+        T.StructField("input_rows_per_second", T.DoubleType()),
+        T.StructField("processed_rows_per_second", T.DoubleType()),
+        T.StructField("batch_duration_ms", T.LongType()),
+        T.StructField("state_rows", T.LongType()),
+        T.StructField("rows_dropped_by_watermark", T.LongType()),
+        T.StructField("watermark", T.StringType()),
+    ]
+)
+
+
+class ProgressRecorder(StreamingQueryListener):
+    """Prints one line per micro-batch and buffers it for the ``pipeline_progress`` table."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self._rows: list[tuple] = []
+        self._lock = threading.Lock()
+        self._quiet = quiet
+
+    def onQueryStarted(self, event) -> None:  # noqa: N802 (Spark's listener API)
+        if not self._quiet:
+            print(f"[{event.name}] started (id {event.id})", flush=True)
+
+    def onQueryProgress(self, event) -> None:  # noqa: N802
+        p = event.progress
+        state_rows = sum(op.numRowsTotal for op in p.stateOperators)
+        dropped = sum(op.numRowsDroppedByWatermark for op in p.stateOperators)
+        watermark = (p.eventTime or {}).get("watermark")
+        row = (
+            p.name,
+            str(p.runId),
+            p.batchId,
+            p.timestamp,
+            p.numInputRows,
+            float(p.inputRowsPerSecond or 0.0),
+            float(p.processedRowsPerSecond or 0.0),
+            int(p.durationMs.get("triggerExecution", 0)),
+            state_rows,
+            dropped,
+            watermark,
+        )
+        with self._lock:
+            self._rows.append(row)
+        if not self._quiet and p.numInputRows:
+            print(
+                f"[{p.name}] batch {p.batchId}: {p.numInputRows} rows in "
+                f"{row[7] / 1000:.1f} s ({row[6]:,.0f} rows/s)"
+                + (f", state {state_rows} rows" if p.stateOperators else "")
+                + (f", {dropped} late rows dropped by watermark" if dropped else "")
+                + (f", watermark {watermark}" if watermark else ""),
+                flush=True,
+            )
+
+    def onQueryIdle(self, event) -> None:  # noqa: N802
+        pass
+
+    def onQueryTerminated(self, event) -> None:  # noqa: N802
+        if not self._quiet:
+            status = f"failed: {event.exception}" if event.exception else "stopped"
+            print(f"[{event.id}] {status}", flush=True)
+
+    def flush(self, spark: SparkSession, conf: Conf) -> None:
+        """Append the buffered progress rows to ``pipeline_progress``."""
+        with self._lock:
+            rows, self._rows = self._rows, []
+        if rows:
+            (
+                spark.createDataFrame(rows, PROGRESS_SCHEMA)
+                .write.format("delta")
+                .mode("append")
+                .save(conf.table_path(tables.PIPELINE_PROGRESS))
+            )
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def start_ingest(
+    spark: SparkSession, conf: Conf, token_key: bytes, available_now: bool
+) -> StreamingQuery:
+    writer = (
+        read_sources(spark, conf)
+        .writeStream.queryName(INGEST_QUERY)
+        .foreachBatch(ingest_batch_writer(conf, token_key))
+        .option("checkpointLocation", conf.checkpoint_path(INGEST_QUERY))
+    )
+    return _with_trigger(writer, conf, available_now).start()
+
+
+def start_enrich(spark: SparkSession, conf: Conf, available_now: bool) -> StreamingQuery:
+    metrics_df = build_enrich(
+        read_bronze(spark, conf, tables.BRONZE_TRANSACTIONS),
+        read_bronze(spark, conf, tables.BRONZE_DEVICE_LOCATIONS),
+        conf,
+    )
+    writer = (
+        metrics_df.writeStream.queryName(ENRICH_QUERY)
+        .foreachBatch(enrich_batch_writer(spark, conf))
+        .option("checkpointLocation", conf.checkpoint_path(ENRICH_QUERY))
+    )
+    return _with_trigger(writer, conf, available_now).start()
+
+
+def _with_trigger(writer, conf: Conf, available_now: bool):
+    if available_now:
+        return writer.trigger(availableNow=True)
+    return writer.trigger(processingTime=conf.stream.trigger_interval)
+
+
+def start(spark: SparkSession, conf: Conf, token_key: bytes) -> list[StreamingQuery]:
+    """Start both queries running continuously; the caller awaits them."""
+    ensure_tables(spark, conf)
+    return [
+        start_ingest(spark, conf, token_key, available_now=False),
+        start_enrich(spark, conf, available_now=False),
+    ]
+
+
+def run_available_now(
+    spark: SparkSession, conf: Conf, token_key: bytes, recorder: ProgressRecorder
+) -> None:
+    """Drain everything in Kafka now: ingest to bronze first, then enrich, then stop."""
+    ensure_tables(spark, conf)
+    for start_query in (
+        lambda: start_ingest(spark, conf, token_key, available_now=True),
+        lambda: start_enrich(spark, conf, available_now=True),
+    ):
+        query = start_query()
+        query.awaitTermination()
+        recorder.flush(spark, conf)
+
+
+def run_continuously(
+    spark: SparkSession,
+    conf: Conf,
+    token_key: bytes,
+    recorder: ProgressRecorder,
+    flush_every_s: float = 30.0,
+) -> None:
+    queries = start(spark, conf, token_key)
+    try:
+        while all(q.isActive for q in queries):
+            spark.streams.awaitAnyTermination(int(flush_every_s * 1000))
+            spark.streams.resetTerminated()
+            recorder.flush(spark, conf)
+        for query in queries:
+            if query.exception():
+                raise RuntimeError(f"query {query.name} failed: {query.exception()}")
+    finally:
+        for query in queries:
+            if query.isActive:
+                query.stop()
+        recorder.flush(spark, conf)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="spark-submit.sh stream",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--conf", default=DEFAULT_CONF, help="YAML config (default %(default)s)")
+    parser.add_argument(
+        "--available-now", action="store_true", help="process what is in Kafka now, then stop"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no per-batch progress lines")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    conf = load_conf(args.conf)
+    token_key = token_key_from_env(conf.privacy.token_key_env)
+    try:
+        ensure_topics(conf)
+    except RuntimeError as err:
+        print(f"stream: {err}", file=sys.stderr)
+        return 2
+    spark = create_session(conf, "stream")
+    recorder = ProgressRecorder(quiet=args.quiet)
+    spark.streams.addListener(recorder)
+    started = time.monotonic()
+    mode = (
+        "available-now"
+        if args.available_now
+        else f"continuous ({conf.stream.trigger_interval} trigger)"
+    )
+    print(
+        f"stream: {mode}, Kafka {conf.kafka.bootstrap_servers}, lake {conf.lake_root}", flush=True
+    )
+    if args.available_now:
+        run_available_now(spark, conf, token_key, recorder)
+    else:
+        run_continuously(spark, conf, token_key, recorder)
+    print(f"stream: done in {time.monotonic() - started:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pure column functions and DataFrame transforms shared by the txwatch jobs."""

@@ -1,0 +1,220 @@
+"""Parsing and validation of the JSON records on the input topics.
+
+Every value is parsed with all fields as strings first, then each field is cast with
+``try_cast``: a wrong type becomes a reason instead of a failed query or a silent null.
+A record is valid when its ``quarantine_reason`` is null; otherwise the reason lists every
+check it failed, e.g. ``missing_field:amount; out_of_range:latitude``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyspark.sql.functions as F
+import pyspark.sql.types as T
+from pyspark.sql import Column, DataFrame
+
+from udfs.privacy import card_digits, card_last4, card_token, mask_card_numbers
+
+CORRUPT_RECORD = "_corrupt_record"
+
+TRANSACTION_STATUSES = (
+    "approved",
+    "denied",
+    "failed",
+    "reversed",
+    "backend_reversed",
+    "refunded",
+    "processing",
+)
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    spark_type: str
+    required: bool
+
+
+TRANSACTION_FIELDS = (
+    FieldSpec("transaction_id", "string", True),
+    FieldSpec("user_id", "string", True),
+    FieldSpec("card_number", "string", True),
+    FieldSpec("device_id", "string", True),
+    FieldSpec("name", "string", False),
+    FieldSpec("merchant_id", "string", False),
+    FieldSpec("merchant", "string", False),
+    FieldSpec("merchant_category", "string", False),
+    FieldSpec("amount", "double", True),
+    FieldSpec("currency", "string", True),
+    FieldSpec("status", "string", True),
+    FieldSpec("channel", "string", False),
+    FieldSpec("latitude", "double", True),
+    FieldSpec("longitude", "double", True),
+    FieldSpec("event_time", "timestamp", True),
+)
+
+DEVICE_LOCATION_FIELDS = (
+    FieldSpec("device_id", "string", True),
+    FieldSpec("latitude", "double", True),
+    FieldSpec("longitude", "double", True),
+    FieldSpec("altitude", "double", False),
+    FieldSpec("speed", "double", False),
+    FieldSpec("horizontal_accuracy", "double", False),
+    FieldSpec("event_time", "timestamp", True),
+)
+
+KAFKA_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp")
+
+
+def with_kafka_columns(kafka_df: DataFrame) -> DataFrame:
+    """Name the Kafka source's columns the way every txwatch table does."""
+    return kafka_df.select(
+        F.col("topic").alias("kafka_topic"),
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        F.col("timestamp").alias("kafka_timestamp"),
+        F.col("key").cast("string").alias("kafka_key"),
+        F.col("value").cast("string").alias("raw_value"),
+    )
+
+
+def _string_schema(fields: tuple[FieldSpec, ...]) -> T.StructType:
+    return T.StructType(
+        [T.StructField(f.name, T.StringType()) for f in fields]
+        + [T.StructField(CORRUPT_RECORD, T.StringType())]
+    )
+
+
+def _reasons(checks: list[tuple[Column, str]]) -> Column:
+    """``"; "``-joined names of the failed checks, or null when all pass."""
+    joined = F.concat_ws("; ", *[F.when(failed, F.lit(reason)) for failed, reason in checks])
+    return F.when(joined == "", F.lit(None).cast("string")).otherwise(joined)
+
+
+def _parse(raw_df: DataFrame, fields: tuple[FieldSpec, ...]) -> tuple[DataFrame, list]:
+    """Parse ``raw_value`` and cast each field; return the frame and its type/null checks."""
+    parsed_df = raw_df.withColumn(
+        "_json", F.from_json("raw_value", _string_schema(fields), {"mode": "PERMISSIVE"})
+    )
+    is_malformed_json = F.col("raw_value").isNull() | F.col(f"_json.{CORRUPT_RECORD}").isNotNull()
+    checks: list[tuple[Column, str]] = [(is_malformed_json, "malformed_json")]
+    typed = []
+    for spec in fields:
+        text = F.col(f"_json.{spec.name}")
+        value = text if spec.spark_type == "string" else text.try_cast(spec.spark_type)
+        typed.append(value.alias(spec.name))
+        is_missing = text.isNull() | (F.trim(text) == "")
+        if spec.required:
+            checks.append((~is_malformed_json & is_missing, f"missing_field:{spec.name}"))
+        if spec.spark_type != "string":
+            checks.append((~is_missing & value.isNull(), f"invalid_type:{spec.name}"))
+    return parsed_df.select("*", *typed), checks
+
+
+def _range_checks(max_future_skew: str) -> list[tuple[Column, str]]:
+    is_future = F.col("event_time") > F.col("kafka_timestamp") + F.expr(
+        f"INTERVAL {max_future_skew}"
+    )
+    return [
+        (~F.col("latitude").between(-90.0, 90.0), "out_of_range:latitude"),
+        (~F.col("longitude").between(-180.0, 180.0), "out_of_range:longitude"),
+        (is_future, "future_event_time"),
+    ]
+
+
+def parse_transactions(raw_df: DataFrame, token_key: bytes, max_future_skew: str) -> DataFrame:
+    """Typed transactions with ``card_token``/``card_last4`` and a ``quarantine_reason``.
+
+    The card number itself is dropped here: nothing downstream ever sees it.
+    """
+    parsed_df, checks = _parse(raw_df, TRANSACTION_FIELDS)
+    digits = card_digits(F.col("card_number"))
+    has_card_number = F.col("card_number").isNotNull()
+    checks += _range_checks(max_future_skew)
+    checks += [
+        (F.col("amount") < 0, "out_of_range:amount"),
+        (has_card_number & ~F.length(digits).between(12, 19), "invalid_value:card_number"),
+        (
+            F.col("status").isNotNull() & ~F.col("status").isin(*TRANSACTION_STATUSES),
+            "invalid_value:status",
+        ),
+    ]
+    return parsed_df.select(
+        *[F.col(c) for c in (*KAFKA_COLUMNS, "kafka_key", "raw_value")],
+        "transaction_id",
+        "user_id",
+        card_token(F.col("card_number"), token_key).alias("card_token"),
+        card_last4(F.col("card_number")).alias("card_last4"),
+        *[
+            f.name
+            for f in TRANSACTION_FIELDS
+            if f.name not in ("transaction_id", "user_id", "card_number")
+        ],
+        _reasons(checks).alias("quarantine_reason"),
+    )
+
+
+def parse_device_locations(raw_df: DataFrame, max_future_skew: str) -> DataFrame:
+    """Typed location fixes with a ``quarantine_reason``."""
+    parsed_df, checks = _parse(raw_df, DEVICE_LOCATION_FIELDS)
+    checks += _range_checks(max_future_skew)
+    checks += [
+        (F.col("horizontal_accuracy") < 0, "out_of_range:horizontal_accuracy"),
+        (F.col("speed") < 0, "out_of_range:speed"),
+    ]
+    return parsed_df.select(
+        *[F.col(c) for c in (*KAFKA_COLUMNS, "kafka_key", "raw_value")],
+        *[f.name for f in DEVICE_LOCATION_FIELDS],
+        _reasons(checks).alias("quarantine_reason"),
+    )
+
+
+def to_bronze_transactions(parsed_df: DataFrame) -> DataFrame:
+    """The valid transactions, shaped as ``bronze_transactions``."""
+    return parsed_df.filter(F.col("quarantine_reason").isNull()).select(
+        "transaction_id",
+        "user_id",
+        "card_token",
+        "card_last4",
+        "device_id",
+        "name",
+        "merchant_id",
+        "merchant",
+        "merchant_category",
+        "amount",
+        "currency",
+        "status",
+        "channel",
+        "latitude",
+        "longitude",
+        "event_time",
+        *KAFKA_COLUMNS,
+        F.current_timestamp().alias("ingested_at"),
+    )
+
+
+def to_bronze_device_locations(parsed_df: DataFrame) -> DataFrame:
+    """The valid location fixes, shaped as ``bronze_device_locations``."""
+    return parsed_df.filter(F.col("quarantine_reason").isNull()).select(
+        "device_id",
+        "latitude",
+        "longitude",
+        "altitude",
+        F.col("speed").alias("speed_mps"),
+        F.col("horizontal_accuracy").alias("horizontal_accuracy_m"),
+        "event_time",
+        *KAFKA_COLUMNS,
+        F.current_timestamp().alias("ingested_at"),
+    )
+
+
+def to_quarantine(parsed_df: DataFrame) -> DataFrame:
+    """The invalid records with their reason, card numbers masked in the raw text."""
+    return parsed_df.filter(F.col("quarantine_reason").isNotNull()).select(
+        *KAFKA_COLUMNS,
+        mask_card_numbers(F.col("kafka_key")).alias("kafka_key"),
+        mask_card_numbers(F.col("raw_value")).alias("raw_value"),
+        F.col("quarantine_reason").alias("reason"),
+        F.current_timestamp().alias("quarantined_at"),
+    )
