@@ -17,6 +17,7 @@ Two streaming queries:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -316,6 +317,8 @@ class ProgressRecorder(StreamingQueryListener):
         )
         with self._lock:
             self._rows.append(row)
+        if os.environ.get("TXWATCH_DEBUG_PROGRESS"):
+            print(p.durationMs, flush=True)
         if not self._quiet and p.numInputRows:
             print(
                 f"[{p.name}] batch {p.batchId}: {p.numInputRows} rows in "
