@@ -16,8 +16,10 @@ def haversine_m(lat1: Column, lon1: Column, lat2: Column, lon2: Column) -> Colum
     half_dphi = (phi2 - phi1) / 2
     half_dlambda = F.radians(lon2 - lon1) / 2
     a = F.sin(half_dphi) ** 2 + F.cos(phi1) * F.cos(phi2) * F.sin(half_dlambda) ** 2
-    # least() guards asin against rounding just above 1 for antipodal points.
-    return F.lit(2 * EARTH_RADIUS_M) * F.asin(F.sqrt(F.least(a, F.lit(1.0))))
+    # Guard asin against rounding just above 1 for antipodal points. Not least(): it skips
+    # nulls, and a missing coordinate must give a null distance, not half the globe.
+    a_clamped = F.when(a > 1.0, F.lit(1.0)).otherwise(a)
+    return F.lit(2 * EARTH_RADIUS_M) * F.asin(F.sqrt(a_clamped))
 
 
 def haversine_m_py(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

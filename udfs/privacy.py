@@ -16,10 +16,22 @@ from pyspark.sql import Column
 
 _SHA256_BLOCK_BYTES = 64
 
-# Twelve to nineteen digits, optionally grouped by single spaces or dashes, not part of a
-# longer digit run: the shape of a payment card number (ISO/IEC 7812).
-CARD_NUMBER_PATTERN = r"(?<![0-9])(?:[0-9][ -]?){8,15}([0-9]{4})(?![0-9])"
+# The shape of a payment card number (ISO/IEC 7812): 12 to 19 digits written together, in
+# groups of four (4-4-4-4, up to 4-4-4-7) or as American Express prints them (4-6-5),
+# separated by single spaces or dashes, and not part of a longer word. Letters and dashes
+# around it rule out hex strings and UUID segments. The last four digits are group 1.
+CARD_NUMBER_PATTERN = (
+    r"(?<![0-9A-Za-z-])"
+    r"(?:[0-9]{8,15}|[0-9]{4}[ -][0-9]{4}[ -][0-9]{4}[ -]?[0-9]{0,3}|[0-9]{4}[ -][0-9]{6}[ -][0-9])"
+    r"([0-9]{4})"
+    r"(?![0-9A-Za-z-])"
+)
 CARD_NUMBER_MASK = "****$1"
+
+# Whatever a JSON ``card_number`` field holds, even when it is not shaped like a valid card
+# number (a typo, an extra digit): all but its last four characters are masked.
+CARD_NUMBER_FIELD_PATTERN = r'("card_number"\s*:\s*"?)[^",}]*([^",}]{4})'
+CARD_NUMBER_FIELD_MASK = "$1****$2"
 
 
 class MissingTokenKeyError(RuntimeError):
@@ -73,5 +85,9 @@ def card_last4(card_number: Column) -> Column:
 
 
 def mask_card_numbers(text: Column) -> Column:
-    """``text`` with every card-number-shaped digit run replaced by ``****`` + last four."""
-    return F.regexp_replace(text, CARD_NUMBER_PATTERN, CARD_NUMBER_MASK)
+    """``text`` with card numbers replaced by ``****`` + their last four digits.
+
+    Masks every card-number-shaped digit run, and the value of any ``card_number`` field.
+    """
+    masked_field = F.regexp_replace(text, CARD_NUMBER_FIELD_PATTERN, CARD_NUMBER_FIELD_MASK)
+    return F.regexp_replace(masked_field, CARD_NUMBER_PATTERN, CARD_NUMBER_MASK)

@@ -1,0 +1,31 @@
+"""Reading the lake: each table under ``lake_root`` as a DataFrame or a SQL view."""
+
+from __future__ import annotations
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+
+from jobs import tables
+from jobs.config import Conf
+
+
+def table_exists(spark: SparkSession, conf: Conf, table: str) -> bool:
+    return DeltaTable.isDeltaTable(spark, conf.table_path(table))
+
+
+def read_table(spark: SparkSession, conf: Conf, table: str) -> DataFrame:
+    if not table_exists(spark, conf, table):
+        raise FileNotFoundError(
+            f"no Delta table {table!r} at {conf.table_path(table)}: run the stream job first"
+        )
+    return spark.read.format("delta").load(conf.table_path(table))
+
+
+def register_views(spark: SparkSession, conf: Conf) -> list[str]:
+    """Make every existing table queryable by name in SQL (``SELECT * FROM alerts``)."""
+    registered = []
+    for table in tables.ALL_TABLES:
+        if table_exists(spark, conf, table):
+            read_table(spark, conf, table).createOrReplaceTempView(table)
+            registered.append(table)
+    return registered
