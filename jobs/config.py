@@ -171,6 +171,10 @@ _NESTED: dict[tuple[type, str], type] = {
 def load_conf(path: str | os.PathLike[str] = DEFAULT_CONF) -> Conf:
     """Load ``path`` (following ``extends``) and apply the environment overrides."""
     conf_path = Path(path)
+    if not conf_path.is_file() and Path(conf_path.name).is_file():
+        # In cluster deploy mode spark-submit.sh's --files puts conf/*.yaml in the driver's
+        # working directory.
+        conf_path = Path(conf_path.name)
     data = _read_yaml(conf_path)
     if lake_root := os.environ.get("TXWATCH_LAKE_ROOT"):
         data["lake_root"] = lake_root

@@ -71,7 +71,6 @@ PROPS
 java_cmd() {
   java -Xms128m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC \
     "-Dlog4j2.configurationFile=$ROOT/scripts/kafka-log4j2.yaml" \
-    "-Dkafka.logs.dir=$KAFKA_DATA_DIR" \
     -cp "$KAFKA_LIBS/*" "$@"
 }
 
@@ -94,8 +93,10 @@ start() {
       >>"$LOG_FILE" 2>&1 || die "formatting storage failed; see $LOG_FILE"
   fi
   say "starting broker on 127.0.0.1:$KAFKA_PORT (data in $KAFKA_DATA_DIR)"
-  nohup bash -c "$(declare -f java_cmd); ROOT='$ROOT' KAFKA_LIBS='$KAFKA_LIBS' KAFKA_HEAP='$KAFKA_HEAP' KAFKA_DATA_DIR='$KAFKA_DATA_DIR'; java_cmd kafka.Kafka '$CONFIG_FILE'" \
-    >>"$LOG_FILE" 2>&1 &
+  # java itself is the background process, so the pid file names the broker's JVM.
+  nohup java -Xms128m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC \
+    "-Dlog4j2.configurationFile=$ROOT/scripts/kafka-log4j2.yaml" \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$CONFIG_FILE" >>"$LOG_FILE" 2>&1 &
   echo $! >"$PID_FILE"
   for _ in $(seq 1 120); do
     if port_open "$KAFKA_PORT"; then

@@ -1,0 +1,29 @@
+# The two commands: `make demo` and `make test`. Everything else is a step of theirs.
+.PHONY: setup demo test bench lint kafka-start kafka-stop clean
+
+setup:
+	scripts/setup.sh
+
+demo:
+	scripts/demo.sh
+
+test: setup
+	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	.venv/bin/python -m bench.throughput $(BENCH_ARGS)
+
+lint: setup
+	.venv/bin/ruff check jobs udfs tests bench
+	.venv/bin/ruff format --check jobs udfs tests bench
+	.venv/bin/mypy
+
+kafka-start: setup
+	scripts/kafka-local.sh start
+
+kafka-stop:
+	scripts/kafka-local.sh stop
+
+clean:
+	scripts/kafka-local.sh stop
+	rm -rf lake .kafka-local .deps/build spark-warehouse
