@@ -106,8 +106,12 @@ def with_travel_metrics(pairs_df: DataFrame, rule: ImpossibleTravelConf) -> Data
     )
     accuracy_m = F.coalesce(F.col("location_accuracy_m"), F.lit(rule.default_location_accuracy_m))
     gap_s = _seconds(F.col("location_event_time")) - _seconds(F.col("event_time"))
-    effective_distance_m = F.greatest(
-        distance_m - accuracy_m - F.lit(rule.merchant_location_uncertainty_m), F.lit(0.0)
+    # greatest() skips nulls: guard it so a transaction without a fix gets null metrics.
+    effective_distance_m = F.when(
+        has_location,
+        F.greatest(
+            distance_m - accuracy_m - F.lit(rule.merchant_location_uncertainty_m), F.lit(0.0)
+        ),
     )
     implied_speed_mps = effective_distance_m / F.greatest(F.abs(gap_s), F.lit(rule.min_gap_s))
     return pairs_df.select(

@@ -1,0 +1,90 @@
+"""Shared fixtures: one Spark session, one real Kafka broker, a fresh config per test."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from jobs.config import Conf, load_conf
+from jobs.session import create_session
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_TOKEN_KEY = b"txwatch-test-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def base_conf() -> Conf:
+    conf = load_conf(REPO / "conf" / "local.yaml")
+    spark_conf = dataclasses.replace(
+        conf.spark,
+        shuffle_partitions=2,
+        options={
+            "spark.ui.enabled": "false",
+            "spark.ui.showConsoleProgress": "false",
+            "spark.databricks.delta.snapshotPartitions": "1",
+            "spark.sql.streaming.numRecentProgressUpdates": "200",
+            "spark.driver.memory": "2g",
+        },
+    )
+    return dataclasses.replace(conf, spark=spark_conf)
+
+
+@pytest.fixture(scope="session")
+def spark(base_conf: Conf) -> Iterator[SparkSession]:
+    session = create_session(base_conf, "tests", master="local[2]")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Apache Kafka broker (KRaft) on loopback, started by scripts/kafka-local.sh."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "KAFKA_PORT": str(port),
+        "KAFKA_CONTROLLER_PORT": str(_free_port()),
+        "KAFKA_DATA_DIR": str(tmp_path_factory.mktemp("kafka")),
+    }
+    script = str(REPO / "scripts" / "kafka-local.sh")
+    subprocess.run([script, "start"], env=env, check=True, timeout=120)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([script, "stop"], env=env, check=False, timeout=60)
+
+
+@pytest.fixture
+def conf(base_conf: Conf, tmp_path: Path) -> Conf:
+    """A config with its own lake under ``tmp_path`` (no Kafka)."""
+    return dataclasses.replace(base_conf, lake_root=str(tmp_path / "lake"))
+
+
+@pytest.fixture
+def kafka_conf(conf: Conf, kafka_bootstrap: str) -> Conf:
+    """``conf`` pointed at the test broker, with topics of its own."""
+    suffix = uuid.uuid4().hex[:8]
+    topics = dataclasses.replace(
+        conf.kafka.topics,
+        transactions=f"transactions-{suffix}",
+        device_locations=f"device-locations-{suffix}",
+        potential_fraud=f"potential-fraud-{suffix}",
+    )
+    kafka = dataclasses.replace(
+        conf.kafka, bootstrap_servers=kafka_bootstrap, topics=topics, partitions=2
+    )
+    return dataclasses.replace(conf, kafka=kafka)

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import pyspark.sql.functions as F
+import pytest
+from pyspark.testing import assertDataFrameEqual
+
+from udfs.privacy import (
+    MissingTokenKeyError,
+    card_last4,
+    card_token,
+    card_token_py,
+    mask_card_numbers,
+    token_key_from_env,
+)
+
+CARDS = ["4111111111111111", "4111 1111 1111 1111", "5500-0000-0000-0004", "378282246310005"]
+
+
+@pytest.mark.parametrize(
+    "key", [b"k", b"txwatch-test-key", bytes(range(64)), b"a much longer key " * 8]
+)
+def test_card_token_matches_python_hmac(spark, key):
+    df = spark.createDataFrame([(c,) for c in CARDS], "card_number string")
+    result = df.select("card_number", card_token(F.col("card_number"), key).alias("token"))
+    expected = spark.createDataFrame(
+        [(c, card_token_py(c, key)) for c in CARDS], "card_number string, token string"
+    )
+    assertDataFrameEqual(result, expected)
+
+
+def test_card_token_ignores_formatting_and_depends_on_key(spark):
+    df = spark.createDataFrame([(c,) for c in CARDS[:2]], "card_number string")
+    tokens = df.select(card_token(F.col("card_number"), b"one").alias("t")).distinct().collect()
+    assert len(tokens) == 1
+    other = df.select(card_token(F.col("card_number"), b"two").alias("t")).first()
+    assert other.t != tokens[0].t
+
+
+def test_card_last4(spark):
+    df = spark.createDataFrame([(c,) for c in CARDS], "card_number string")
+    result = df.select(card_last4(F.col("card_number")).alias("last4"))
+    expected = spark.createDataFrame([("1111",), ("1111",), ("0004",), ("0005",)], "last4 string")
+    assertDataFrameEqual(result, expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ('{"card_number": "4111111111111111"}', '{"card_number": "****1111"}'),
+        ('{"card_number": "4111 1111 1111 1111", "x": 1}', '{"card_number": "****1111", "x": 1}'),
+        ('{"card_number": 4111111111111111}', '{"card_number": ****1111}'),
+        # not a valid card number, still masked because of the field name
+        ('{"card_number": "41111111111111112222"}', '{"card_number": "****2222"}'),
+        ('{"note": "paid with 5500-0000-0000-0004"}', '{"note": "paid with ****0004"}'),
+        # UUIDs, dates and amounts are left alone
+        (
+            '{"transaction_id": "0f3a1234-5678-4234-9234-123456789012"}',
+            '{"transaction_id": "0f3a1234-5678-4234-9234-123456789012"}',
+        ),
+        ('{"event_time": "2026-01-05T08:00:00Z", "amount": 1234.5}',
+         '{"event_time": "2026-01-05T08:00:00Z", "amount": 1234.5}'),
+        ('{"transaction_id": "t1", "card_number": "4111111111111111", ',
+         '{"transaction_id": "t1", "card_number": "****1111", '),
+    ],
+)
+def test_mask_card_numbers(spark, text, masked):
+    df = spark.createDataFrame([(text,)], "raw string")
+    assert df.select(mask_card_numbers(F.col("raw")).alias("m")).first().m == masked
+
+
+def test_token_key_from_env(monkeypatch):
+    monkeypatch.delenv("TXWATCH_TEST_KEY", raising=False)
+    with pytest.raises(MissingTokenKeyError, match="TXWATCH_TEST_KEY is not set"):
+        token_key_from_env("TXWATCH_TEST_KEY")
+    monkeypatch.setenv("TXWATCH_TEST_KEY", "s3cret")
+    assert token_key_from_env("TXWATCH_TEST_KEY") == b"s3cret"
