@@ -41,6 +41,8 @@ def create_session(conf: Conf, app_suffix: str, master: str | None = None) -> Sp
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
         )
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+        # query.recentProgress feeds pipeline_progress after an --available-now run.
+        .config("spark.sql.streaming.numRecentProgressUpdates", "1000")
     )
     if master:
         builder = builder.master(master)

@@ -285,45 +285,65 @@ PROGRESS_SCHEMA = T.StructType(
 )
 
 
-class ProgressRecorder(StreamingQueryListener):
-    """Prints one line per micro-batch and buffers it for the ``pipeline_progress`` table."""
+def progress_row(p) -> tuple:
+    """One ``pipeline_progress`` row from a ``StreamingQueryProgress``."""
+    return (
+        p.name,
+        str(p.runId),
+        p.batchId,
+        p.timestamp,
+        p.numInputRows,
+        float(p.inputRowsPerSecond or 0.0),
+        float(p.processedRowsPerSecond or 0.0),
+        int(p.durationMs.get("triggerExecution", 0)),
+        sum(op.numRowsTotal for op in p.stateOperators),
+        sum(op.numRowsDroppedByWatermark for op in p.stateOperators),
+        (p.eventTime or {}).get("watermark"),
+    )
 
-    def __init__(self, quiet: bool = False) -> None:
+
+def write_progress(spark: SparkSession, conf: Conf, rows: list[tuple]) -> None:
+    """Append progress rows to ``pipeline_progress``."""
+    if rows:
+        (
+            spark.createDataFrame(rows, PROGRESS_SCHEMA)
+            .write.format("delta")
+            .mode("append")
+            .save(conf.table_path(tables.PIPELINE_PROGRESS))
+        )
+
+
+class ProgressRecorder(StreamingQueryListener):
+    """Prints one line per micro-batch; buffers rows for ``pipeline_progress`` if asked.
+
+    Listener events arrive asynchronously, so a run that stops (``--available-now``) takes
+    its rows from ``query.recentProgress`` instead and does not buffer here.
+    """
+
+    def __init__(self, quiet: bool = False, buffer: bool = False) -> None:
         self._rows: list[tuple] = []
         self._lock = threading.Lock()
         self._quiet = quiet
+        self._buffer = buffer
 
     def onQueryStarted(self, event) -> None:  # noqa: N802 (Spark's listener API)
         if not self._quiet:
-            print(f"[{event.name}] started (id {event.id})", flush=True)
+            print(f"[{event.name}] started", flush=True)
 
     def onQueryProgress(self, event) -> None:  # noqa: N802
         p = event.progress
-        state_rows = sum(op.numRowsTotal for op in p.stateOperators)
-        dropped = sum(op.numRowsDroppedByWatermark for op in p.stateOperators)
-        watermark = (p.eventTime or {}).get("watermark")
-        row = (
-            p.name,
-            str(p.runId),
-            p.batchId,
-            p.timestamp,
-            p.numInputRows,
-            float(p.inputRowsPerSecond or 0.0),
-            float(p.processedRowsPerSecond or 0.0),
-            int(p.durationMs.get("triggerExecution", 0)),
-            state_rows,
-            dropped,
-            watermark,
-        )
-        with self._lock:
-            self._rows.append(row)
+        row = progress_row(p)
+        if self._buffer:
+            with self._lock:
+                self._rows.append(row)
         if os.environ.get("TXWATCH_DEBUG_PROGRESS"):
             print(p.durationMs, flush=True)
         if not self._quiet and p.numInputRows:
+            state_rows, dropped, watermark = row[8], row[9], row[10]
             print(
-                f"[{p.name}] batch {p.batchId}: {p.numInputRows} rows in "
+                f"[{p.name}] batch {p.batchId}: {p.numInputRows:,} rows in "
                 f"{row[7] / 1000:.1f} s ({row[6]:,.0f} rows/s)"
-                + (f", state {state_rows} rows" if p.stateOperators else "")
+                + (f", state {state_rows:,} rows" if p.stateOperators else "")
                 + (f", {dropped} late rows dropped by watermark" if dropped else "")
                 + (f", watermark {watermark}" if watermark else ""),
                 flush=True,
@@ -333,21 +353,14 @@ class ProgressRecorder(StreamingQueryListener):
         pass
 
     def onQueryTerminated(self, event) -> None:  # noqa: N802
-        if not self._quiet:
-            status = f"failed: {event.exception}" if event.exception else "stopped"
-            print(f"[{event.id}] {status}", flush=True)
+        if not self._quiet and event.exception:
+            print(f"[{event.id}] failed: {event.exception}", flush=True)
 
     def flush(self, spark: SparkSession, conf: Conf) -> None:
         """Append the buffered progress rows to ``pipeline_progress``."""
         with self._lock:
             rows, self._rows = self._rows, []
-        if rows:
-            (
-                spark.createDataFrame(rows, PROGRESS_SCHEMA)
-                .write.format("delta")
-                .mode("append")
-                .save(conf.table_path(tables.PIPELINE_PROGRESS))
-            )
+        write_progress(spark, conf, rows)
 
 
 # --------------------------------------------------------------------------- queries
@@ -394,9 +407,7 @@ def start(spark: SparkSession, conf: Conf, token_key: bytes) -> list[StreamingQu
     ]
 
 
-def run_available_now(
-    spark: SparkSession, conf: Conf, token_key: bytes, recorder: ProgressRecorder
-) -> None:
+def run_available_now(spark: SparkSession, conf: Conf, token_key: bytes) -> None:
     """Drain everything in Kafka now: ingest to bronze first, then enrich, then stop."""
     ensure_tables(spark, conf)
     for start_query in (
@@ -405,7 +416,7 @@ def run_available_now(
     ):
         query = start_query()
         query.awaitTermination()
-        recorder.flush(spark, conf)
+        write_progress(spark, conf, [progress_row(p) for p in query.recentProgress])
 
 
 def run_continuously(
@@ -455,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stream: {err}", file=sys.stderr)
         return 2
     spark = create_session(conf, "stream")
-    recorder = ProgressRecorder(quiet=args.quiet)
+    recorder = ProgressRecorder(quiet=args.quiet, buffer=not args.available_now)
     spark.streams.addListener(recorder)
     started = time.monotonic()
     mode = (
@@ -467,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         f"stream: {mode}, Kafka {conf.kafka.bootstrap_servers}, lake {conf.lake_root}", flush=True
     )
     if args.available_now:
-        run_available_now(spark, conf, token_key, recorder)
+        run_available_now(spark, conf, token_key)
     else:
         run_continuously(spark, conf, token_key, recorder)
     print(f"stream: done in {time.monotonic() - started:.0f} s", flush=True)

@@ -36,7 +36,6 @@ def base_conf() -> Conf:
             "spark.ui.enabled": "false",
             "spark.ui.showConsoleProgress": "false",
             "spark.databricks.delta.snapshotPartitions": "1",
-            "spark.sql.streaming.numRecentProgressUpdates": "200",
             "spark.driver.memory": "2g",
         },
     )
