@@ -26,7 +26,9 @@ def produce(conf: Conf, topic: str, values: list, key_field: str | None = None) 
         producer.close()
 
 
-def consume_all(conf: Conf, topic: str, expected: int | None = None, timeout_s: float = 20.0) -> list:
+def consume_all(
+    conf: Conf, topic: str, expected: int | None = None, timeout_s: float = 20.0
+) -> list:
     """Every record on ``topic`` (waits for ``expected`` of them when given)."""
     consumer = KafkaConsumer(
         topic,

@@ -57,10 +57,14 @@ def test_card_last4(spark):
             '{"transaction_id": "0f3a1234-5678-4234-9234-123456789012"}',
             '{"transaction_id": "0f3a1234-5678-4234-9234-123456789012"}',
         ),
-        ('{"event_time": "2026-01-05T08:00:00Z", "amount": 1234.5}',
-         '{"event_time": "2026-01-05T08:00:00Z", "amount": 1234.5}'),
-        ('{"transaction_id": "t1", "card_number": "4111111111111111", ',
-         '{"transaction_id": "t1", "card_number": "****1111", '),
+        (
+            '{"event_time": "2026-01-05T08:00:00Z", "amount": 1234.5}',
+            '{"event_time": "2026-01-05T08:00:00Z", "amount": 1234.5}',
+        ),
+        (
+            '{"transaction_id": "t1", "card_number": "4111111111111111", ',
+            '{"transaction_id": "t1", "card_number": "****1111", ',
+        ),
     ],
 )
 def test_mask_card_numbers(spark, text, masked):

@@ -54,7 +54,11 @@ def test_valid_transaction_is_typed_and_tokenized(spark):
     assert row["card_last4"] == "1111"
     assert row["amount"] == 12.5
     assert row["event_time"] == datetime(2026, 1, 5, 11, 59, 0, 250000)
-    assert (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]) == ("transactions", 0, 0)
+    assert (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]) == (
+        "transactions",
+        0,
+        0,
+    )
     assert "card_number" not in bronze.columns
     assert to_quarantine(parsed).count() == 0
 
@@ -90,7 +94,9 @@ def test_invalid_transactions_get_every_reason(spark):
         ],
         "kafka_offset long, reason string, raw_value string",
     )
-    assertDataFrameEqual(result.select("kafka_offset", "reason"), expected.select("kafka_offset", "reason"))
+    assertDataFrameEqual(
+        result.select("kafka_offset", "reason"), expected.select("kafka_offset", "reason")
+    )
     assert to_bronze_transactions(parsed).select("amount").first().amount == 7.25
     raws = [r.raw_value for r in result.collect()]
     assert raws[0] == expected.first().raw_value
@@ -98,8 +104,14 @@ def test_invalid_transactions_get_every_reason(spark):
 
 
 def test_device_location_validation(spark):
-    good = {"device_id": "d-1", "latitude": 1.0, "longitude": 2.0, "horizontal_accuracy": 8,
-            "speed": 1.5, "event_time": "2026-01-05T11:00:00Z"}
+    good = {
+        "device_id": "d-1",
+        "latitude": 1.0,
+        "longitude": 2.0,
+        "horizontal_accuracy": 8,
+        "speed": 1.5,
+        "event_time": "2026-01-05T11:00:00Z",
+    }
     values = [
         json.dumps(good),
         json.dumps({**good, "horizontal_accuracy": -1}),

@@ -29,17 +29,31 @@ def iso(t: datetime) -> str:
 
 def tx(tx_id: str, device: str, at: datetime, pos=PARIS, **extra) -> dict:
     return {
-        "transaction_id": tx_id, "user_id": f"u-{device}", "card_number": "4111111111111111",
-        "device_id": device, "merchant": "Shop", "amount": 20.0, "currency": "EUR",
-        "status": "approved", "latitude": pos[0], "longitude": pos[1], "event_time": iso(at),
+        "transaction_id": tx_id,
+        "user_id": f"u-{device}",
+        "card_number": "4111111111111111",
+        "device_id": device,
+        "merchant": "Shop",
+        "amount": 20.0,
+        "currency": "EUR",
+        "status": "approved",
+        "latitude": pos[0],
+        "longitude": pos[1],
+        "event_time": iso(at),
         **extra,
     }
 
 
 def fixes(device: str, start: datetime, seconds: int, every: int = 10, pos=PARIS) -> list[dict]:
     return [
-        {"device_id": device, "latitude": pos[0], "longitude": pos[1], "horizontal_accuracy": 8.0,
-         "speed": 0.0, "event_time": iso(start + timedelta(seconds=s))}
+        {
+            "device_id": device,
+            "latitude": pos[0],
+            "longitude": pos[1],
+            "horizontal_accuracy": 8.0,
+            "speed": 0.0,
+            "event_time": iso(start + timedelta(seconds=s)),
+        }
         for s in range(0, seconds, every)
     ]
 
@@ -58,16 +72,25 @@ def test_join_across_micro_batches_alerts_once_and_publishes(spark, kafka_conf):
     topics = conf.kafka.topics
     ensure_topics(conf)
     # First run: the payments arrive, the phone's fixes have not yet.
-    produce(conf, topics.transactions, [
-        tx("legit", "d1", T0),
-        tx("fraud", "d1", T0 + timedelta(seconds=60), pos=LYON),
-    ], key_field="user_id")
+    produce(
+        conf,
+        topics.transactions,
+        [
+            tx("legit", "d1", T0),
+            tx("fraud", "d1", T0 + timedelta(seconds=60), pos=LYON),
+        ],
+        key_field="user_id",
+    )
     run_pipeline(spark, conf)
     assert table(spark, conf, tables.BRONZE_TRANSACTIONS).count() == 2
     assert table(spark, conf, tables.TRANSACTIONS_ENRICHED).count() == 0
     # Second run: the fixes arrive in a later micro-batch and complete the join.
-    produce(conf, topics.device_locations, fixes("d1", T0 - timedelta(seconds=60), 240),
-            key_field="device_id")
+    produce(
+        conf,
+        topics.device_locations,
+        fixes("d1", T0 - timedelta(seconds=60), 240),
+        key_field="device_id",
+    )
     run_pipeline(spark, conf)
     enriched = table(spark, conf, tables.TRANSACTIONS_ENRICHED).select(
         "transaction_id", "has_location", F.floor(F.col("distance_m") / 1000).alias("km"), "gap_s"
@@ -80,8 +103,10 @@ def test_join_across_micro_batches_alerts_once_and_publishes(spark, kafka_conf):
     alerts = table(spark, conf, tables.ALERTS)
     assertDataFrameEqual(
         alerts.select("transaction_id", "alert_type", "severity"),
-        spark.createDataFrame([("fraud", "impossible_travel", "high")],
-                              "transaction_id string, alert_type string, severity string"),
+        spark.createDataFrame(
+            [("fraud", "impossible_travel", "high")],
+            "transaction_id string, alert_type string, severity string",
+        ),
     )
     # The alert went to the potential-fraud topic as JSON, keyed by its alert_id.
     published = consume_all(conf, topics.potential_fraud, expected=1)
@@ -90,8 +115,12 @@ def test_join_across_micro_batches_alerts_once_and_publishes(spark, kafka_conf):
     assert published[0].key.decode() == message["alert_id"] == alerts.first().alert_id
     assert message["transaction_id"] == "fraud" and "km from device d1" in message["reason"]
     # Re-running with nothing new changes nothing: no second alert, no second message.
-    produce(conf, topics.device_locations, fixes("d1", T0 + timedelta(seconds=180), 30),
-            key_field="device_id")
+    produce(
+        conf,
+        topics.device_locations,
+        fixes("d1", T0 + timedelta(seconds=180), 30),
+        key_field="device_id",
+    )
     run_pipeline(spark, conf)
     assert table(spark, conf, tables.ALERTS).count() == 1
     assert len(consume_all(conf, topics.potential_fraud, timeout_s=4)) == 1
@@ -102,21 +131,36 @@ def test_data_later_than_the_watermark_stays_in_bronze_and_is_counted(spark, kaf
     topics = conf.kafka.topics
     ensure_topics(conf)
     later = T0 + timedelta(hours=1)
-    produce(conf, topics.device_locations,
-            fixes("d2", T0 - timedelta(minutes=1), 180) + fixes("d2", later - timedelta(minutes=1), 180))
+    produce(
+        conf,
+        topics.device_locations,
+        fixes("d2", T0 - timedelta(minutes=1), 180)
+        + fixes("d2", later - timedelta(minutes=1), 180),
+    )
     produce(conf, topics.transactions, [tx("on-time", "d2", T0), tx("next-hour", "d2", later)])
     run_pipeline(spark, conf)  # the watermark is now about an hour past T0
     # A payment from T0 + 1 min shows up only now: far behind the watermark.
     produce(conf, topics.transactions, [tx("late", "d2", T0 + timedelta(minutes=1))])
-    recorder_rows_before = table(spark, conf, tables.PIPELINE_PROGRESS).agg(
-        F.sum("rows_dropped_by_watermark")).first()[0] or 0
+    recorder_rows_before = (
+        table(spark, conf, tables.PIPELINE_PROGRESS)
+        .agg(F.sum("rows_dropped_by_watermark"))
+        .first()[0]
+        or 0
+    )
     run_pipeline(spark, conf)
-    bronze_ids = {r.transaction_id for r in table(spark, conf, tables.BRONZE_TRANSACTIONS).collect()}
-    enriched_ids = {r.transaction_id for r in table(spark, conf, tables.TRANSACTIONS_ENRICHED).collect()}
+    bronze_ids = {
+        r.transaction_id for r in table(spark, conf, tables.BRONZE_TRANSACTIONS).collect()
+    }
+    enriched_ids = {
+        r.transaction_id for r in table(spark, conf, tables.TRANSACTIONS_ENRICHED).collect()
+    }
     assert bronze_ids == {"on-time", "next-hour", "late"}
     assert enriched_ids == {"on-time", "next-hour"}
-    dropped = table(spark, conf, tables.PIPELINE_PROGRESS).agg(
-        F.sum("rows_dropped_by_watermark")).first()[0]
+    dropped = (
+        table(spark, conf, tables.PIPELINE_PROGRESS)
+        .agg(F.sum("rows_dropped_by_watermark"))
+        .first()[0]
+    )
     assert dropped - recorder_rows_before >= 1
 
 
@@ -145,15 +189,22 @@ def test_malformed_records_land_in_quarantine_and_nothing_is_lost(spark, kafka_c
             (topics.transactions, "out_of_range:latitude"),
             (topics.transactions, "invalid_type:amount"),
             (topics.transactions, "malformed_json"),
-            (topics.device_locations, "invalid_type:latitude; missing_field:longitude; missing_field:event_time"),
+            (
+                topics.device_locations,
+                "invalid_type:latitude; missing_field:longitude; missing_field:event_time",
+            ),
         ],
         "kafka_topic string, reason string",
     )
     assertDataFrameEqual(result, expected)
     # Every record is accounted for, by topic, partition and offset.
     bronze = table(spark, conf, tables.BRONZE_TRANSACTIONS)
-    assert bronze.count() + quarantine.filter(F.col("kafka_topic") == topics.transactions).count() == 6
-    assert quarantine.select("kafka_topic", "kafka_partition", "kafka_offset").distinct().count() == 6
+    assert (
+        bronze.count() + quarantine.filter(F.col("kafka_topic") == topics.transactions).count() == 6
+    )
+    assert (
+        quarantine.select("kafka_topic", "kafka_partition", "kafka_offset").distinct().count() == 6
+    )
     raw_values = " ".join(r.raw_value for r in quarantine.collect())
     assert "4111111111111111" not in raw_values and "4111 1111 1111 1111" not in raw_values
     assert "****1111" in raw_values

@@ -28,9 +28,28 @@ PAIR_SCHEMA = (
 def pair(tx_id, tx_pos, fix_pos, gap_s, accuracy=10.0):
     fix_time = None if fix_pos is None else T0 + timedelta(seconds=gap_s)
     lat, lon = fix_pos if fix_pos else (None, None)
-    return (tx_id, "u", "tok", "1111", "d", "m", "Shop", "grocery", 10.0, "EUR", "approved",
-            "chip", tx_pos[0], tx_pos[1], T0, fix_time, lat, lon,
-            accuracy if fix_pos else None, 0.0 if fix_pos else None)
+    return (
+        tx_id,
+        "u",
+        "tok",
+        "1111",
+        "d",
+        "m",
+        "Shop",
+        "grocery",
+        10.0,
+        "EUR",
+        "approved",
+        "chip",
+        tx_pos[0],
+        tx_pos[1],
+        T0,
+        fix_time,
+        lat,
+        lon,
+        accuracy if fix_pos else None,
+        0.0 if fix_pos else None,
+    )
 
 
 def metrics(spark, conf, rows):
@@ -48,7 +67,9 @@ def test_gps_jitter_and_driving_are_not_impossible_travel(spark, conf):
         # no fix in range
         pair("unlocated", (48.85, 2.35), None, None),
     ]
-    df = metrics(spark, conf, rows).select("transaction_id", is_impossible_travel(conf.impossible_travel).alias("flag"))
+    df = metrics(spark, conf, rows).select(
+        "transaction_id", is_impossible_travel(conf.impossible_travel).alias("flag")
+    )
     expected = spark.createDataFrame(
         [("jitter", False), ("outlier", False), ("driving", False), ("unlocated", False)],
         "transaction_id string, flag boolean",
@@ -64,15 +85,18 @@ def test_far_payment_within_minutes_is_flagged_with_evidence(spark, conf):
     alert = alerts.first()
     distance = haversine_m_py(*paris, *lyon)
     # the strongest pair is the one 30 s after: its gap is floored to min_gap_s (60 s)
-    expected_speed = (distance - 10.0 - conf.impossible_travel.merchant_location_uncertainty_m) / 60.0
+    expected_speed = (
+        distance - 10.0 - conf.impossible_travel.merchant_location_uncertainty_m
+    ) / 60.0
     assert alert.implied_speed_mps == expected_speed
     assert alert.gap_s == 30.0
     assert alert.severity == "high"
     assert alert.score == round(expected_speed / 250.0, 3)
     assert "391.5 km" in alert.reason and "30 s after" in alert.reason and "250 m/s" in alert.reason
-    assert alert.alert_id == spark.range(1).select(
-        alert_id(F.lit("fraud"), F.lit("impossible_travel"))
-    ).first()[0]
+    assert (
+        alert.alert_id
+        == spark.range(1).select(alert_id(F.lit("fraud"), F.lit("impossible_travel"))).first()[0]
+    )
 
 
 def test_nearest_location_per_transaction_keeps_nearest_fix_and_max_speed(spark, conf):

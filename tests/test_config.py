@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+
+from jobs.config import ConfigError, load_conf
+from tests.conftest import REPO
+
+
+def test_local_and_cluster_configs_load():
+    local = load_conf(REPO / "conf" / "local.yaml")
+    cluster = load_conf(REPO / "conf" / "cluster.yaml")
+    assert local.kafka.topics.transactions == "transactions"
+    assert local.impossible_travel.max_plausible_speed_mps == 250.0
+    assert cluster.lake_root.startswith("s3a://")
+    assert cluster.kafka.options["kafka.security.protocol"] == "SASL_SSL"
+    assert local.checkpoint_path("ingest") == f"{local.lake_root}/_checkpoints/ingest"
+
+
+def test_environment_overrides(monkeypatch, tmp_path):
+    monkeypatch.setenv("TXWATCH_LAKE_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("TXWATCH_KAFKA_BOOTSTRAP", "broker:9999")
+    conf = load_conf(REPO / "conf" / "local.yaml")
+    assert conf.lake_root == str(tmp_path / "lake")
+    assert conf.kafka.bootstrap_servers == "broker:9999"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("extends: base.yaml\nstream:\n  trigger_intervall: 5 seconds\n", "unknown key"),
+        ("extends: base.yaml\nimpossible_travel:\n  min_gap_s: soon\n", "must be float"),
+        ("extends: nowhere.yaml\n", "not found"),
+        ("lake_root: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_config_gives_a_clear_error(tmp_path, text, message):
+    (tmp_path / "base.yaml").write_text((REPO / "conf" / "base.yaml").read_text())
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_conf(path)

@@ -1,0 +1,152 @@
+"""A crash mid-stream (SIGKILL of the whole job) and a restart lose and duplicate nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyspark.sql.functions as F
+import pytest
+
+from jobs import tables
+from jobs.evaluate import card_number_hits
+from jobs.kafka_admin import ensure_topics
+from jobs.lake import read_table
+from jobs.simulate import SimulationParams, Simulator, produce
+from tests.conftest import REPO, TEST_TOKEN_KEY
+
+pytestmark = pytest.mark.kafka
+
+
+def write_conf(conf, path: Path) -> Path:
+    topics = conf.kafka.topics
+    path.write_text(
+        f"""extends: {REPO / "conf" / "base.yaml"}
+lake_root: {conf.lake_root}
+kafka:
+  bootstrap_servers: {conf.kafka.bootstrap_servers}
+  topics:
+    transactions: {topics.transactions}
+    device_locations: {topics.device_locations}
+    potential_fraud: {topics.potential_fraud}
+  partitions: 2
+  max_offsets_per_trigger: 200
+stream:
+  trigger_interval: 1 second
+  max_files_per_trigger: 2
+spark:
+  shuffle_partitions: 2
+  options:
+    spark.ui.enabled: "false"
+    spark.driver.memory: 1g
+    spark.databricks.delta.snapshotPartitions: "1"
+"""
+    )
+    return path
+
+
+def start_job(conf_path: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "TXWATCH_TOKEN_KEY": TEST_TOKEN_KEY.decode(), "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobs.stream", "--conf", str(conf_path), *extra],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def committed_batches(checkpoint: Path) -> int:
+    commits = checkpoint / "commits"
+    return len([p for p in commits.iterdir() if p.name.isdigit()]) if commits.is_dir() else 0
+
+
+def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, kafka_conf, tmp_path):
+    conf = kafka_conf
+    ensure_topics(conf)
+    params = SimulationParams(
+        seed=11,
+        users=40,
+        duration_min=40,
+        ping_interval_s=30,
+        tx_per_hour=6,
+        impossible_travel_rate=0.1,
+        malformed_rate=0.01,
+        out_of_order_rate=0.0,
+        late_rate=0.0,
+        no_location_rate=0.0,
+    )
+    sim = Simulator(params, conf)
+    sent = produce(sim.records(), conf.kafka.bootstrap_servers)
+    conf_path = write_conf(conf, tmp_path / "crash.yaml")
+
+    job = start_job(conf_path)
+    try:
+        deadline = time.monotonic() + 240
+        # Kill once the enrich query has committed work and ingest is mid-backlog.
+        while committed_batches(Path(conf.checkpoint_path("enrich"))) < 1:
+            assert job.poll() is None, job.stdout.read()
+            assert time.monotonic() < deadline, "the job made no progress in 240 s"
+            time.sleep(0.5)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(timeout=30)
+    ingest_batches_at_kill = committed_batches(Path(conf.checkpoint_path("ingest")))
+    assert 0 < ingest_batches_at_kill < sent / 200, "the crash should hit mid-backlog"
+
+    restarted = start_job(conf_path, "--available-now", "--quiet")
+    output, _ = restarted.communicate(timeout=600)
+    assert restarted.returncode == 0, output
+
+    truth = sim.truth
+    valid_tx = {
+        t.transaction_id
+        for t in truth
+        if t.topic == conf.kafka.topics.transactions and t.scenario != "malformed"
+    }
+    fraud_tx = {t.transaction_id for t in truth if t.scenario == "impossible_travel"}
+    malformed = [t for t in truth if t.scenario in ("malformed", "malformed_location")]
+    pings = sim.counts["device_locations"] - sim.counts["malformed_locations"]
+
+    bronze_tx = read_table(spark, conf, tables.BRONZE_TRANSACTIONS)
+    bronze_loc = read_table(spark, conf, tables.BRONZE_DEVICE_LOCATIONS)
+    quarantine = read_table(spark, conf, tables.QUARANTINE)
+    enriched = read_table(spark, conf, tables.TRANSACTIONS_ENRICHED)
+    alerts = read_table(spark, conf, tables.ALERTS)
+
+    # bronze and quarantine: every Kafka record exactly once
+    offsets = F.struct("kafka_topic", "kafka_partition", "kafka_offset")
+    for df in (bronze_tx, bronze_loc, quarantine):
+        assert df.count() == df.select(offsets).distinct().count()
+    assert {r.transaction_id for r in bronze_tx.collect()} == valid_tx
+    assert bronze_tx.count() == len(valid_tx)
+    assert bronze_loc.count() == pings
+    assert quarantine.count() == len(malformed)
+    assert bronze_tx.count() + bronze_loc.count() + quarantine.count() == sent
+    # enriched: one row per transaction, all placed (every phone reports)
+    enriched_ids = [r.transaction_id for r in enriched.collect()]
+    assert len(enriched_ids) == len(set(enriched_ids))
+    assert set(enriched_ids) <= valid_tx
+    missing = valid_tx - set(enriched_ids)
+    # every phone reports throughout and nothing is late, so every payment finds its fixes
+    assert not missing, f"{len(missing)} transactions never enriched"
+    # alerts: exactly the injected impossible travel, each once
+    alert_ids = [r.alert_id for r in alerts.collect()]
+    assert len(alert_ids) == len(set(alert_ids))
+    assert {r.transaction_id for r in alerts.collect()} == fraud_tx
+
+    # No full card number anywhere under the lake: not in tables, logs or checkpoints.
+    cards = {card for user in sim.users for card in user.cards}
+    for path in Path(conf.lake_root).rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            leaked = [c for c in cards if c.encode() in content]
+            assert not leaked, f"{path} holds a full card number"
+    assert card_number_hits(bronze_tx) == card_number_hits(quarantine) == 0
+    assert card_number_hits(enriched) == card_number_hits(alerts) == 0
