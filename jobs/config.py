@@ -149,13 +149,21 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     return cls(**values)
 
 
+_EXPECTED_TYPES: dict[str, type | tuple[type, ...]] = {
+    "int": int,
+    "float": (int, float),
+    "bool": bool,
+    "str": str,
+}
+
+
 def _coerce(value: Any, type_name: str, where: str) -> Any:
-    expected = {"int": int, "float": (int, float), "bool": bool, "str": str}[type_name]
-    if isinstance(value, bool) and type_name != "bool":
+    is_bool_for_number = isinstance(value, bool) and type_name != "bool"
+    if is_bool_for_number or not isinstance(value, _EXPECTED_TYPES[type_name]):
         raise ConfigError(f"{where} must be {type_name}, not {value!r}")
-    if not isinstance(value, expected):
-        raise ConfigError(f"{where} must be {type_name}, not {value!r}")
-    return float(value) if type_name == "float" else value
+    if type_name == "float":
+        return float(value)
+    return value
 
 
 _NESTED: dict[tuple[type, str], type] = {

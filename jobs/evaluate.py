@@ -113,7 +113,7 @@ def summarize(spark: SparkSession, conf: Conf, min_precision: float, min_recall:
     print(f"\nEnriched transactions without a location fix in range: {unlocated:,}")
     if table_exists(spark, conf, tables.PIPELINE_PROGRESS):
         progress_df = read_table(spark, conf, tables.PIPELINE_PROGRESS)
-        dropped = progress_df.agg(F.sum("rows_dropped_by_watermark")).first()[0] or 0
+        dropped = progress_df.agg(F.sum("rows_dropped_by_watermark").alias("n")).collect()[0].n or 0
         print(f"Rows too late for the join (kept in bronze, dropped by the watermark): {dropped:,}")
     quarantine_df = read_table(spark, conf, tables.QUARANTINE)
     reasons = (

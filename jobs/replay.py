@@ -39,10 +39,10 @@ def read_records(path: Path, file_format: str | None = None) -> Iterator[tuple[d
             if not text:
                 continue
             try:
-                record = json.loads(text)
+                parsed = json.loads(text)
             except json.JSONDecodeError:
-                record = None
-            yield (record if isinstance(record, dict) else None), text.encode("utf-8")
+                parsed = None
+            yield (parsed if isinstance(parsed, dict) else None), text.encode("utf-8")
 
 
 def replay(

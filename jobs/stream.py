@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import pyspark.sql.functions as F
 import pyspark.sql.types as T
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from jobs import tables
@@ -194,7 +194,7 @@ def merge_enriched(spark: SparkSession, conf: Conf, enriched_df: DataFrame) -> N
     """
     target = DeltaTable.forPath(spark, conf.table_path(tables.TRANSACTIONS_ENRICHED))
     columns = enriched_df.columns
-    keep_max = {
+    keep_max: dict[str, str | Column] = {
         "max_implied_speed_mps": "greatest(t.max_implied_speed_mps, s.max_implied_speed_mps)"
     }
     is_nearer_fix = "s.has_location AND (NOT t.has_location OR abs(s.gap_s) < abs(t.gap_s))"

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
+import json
+import random
 from collections import Counter
 
 import pytest
 
 from jobs.simulate import SimulationParams, Simulator, luhn_card_number
 from udfs.geo import haversine_m_py
-
-import json
-import random
 
 
 def run(conf, **overrides):
