@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -162,7 +162,7 @@ def _coerce(value: Any, type_name: str, where: str) -> Any:
     if is_bool_for_number or not isinstance(value, _EXPECTED_TYPES[type_name]):
         raise ConfigError(f"{where} must be {type_name}, not {value!r}")
     if type_name == "float":
-        return float(value)
+        return float(cast(float, value))
     return value
 
 
