@@ -111,6 +111,16 @@ def summarize(spark: SparkSession, conf: Conf, min_precision: float, min_recall:
     enriched_df = read_table(spark, conf, tables.TRANSACTIONS_ENRICHED)
     unlocated = enriched_df.filter(~F.col("has_location")).count()
     print(f"\nEnriched transactions without a location fix in range: {unlocated:,}")
+    waiting = (
+        read_table(spark, conf, tables.BRONZE_TRANSACTIONS)
+        .join(enriched_df, "transaction_id", how="left_anti")
+        .count()
+    )
+    print(
+        f"Transactions in bronze but not enriched: {waiting:,} (later than the watermark, or "
+        "without a fix and still inside the watermark: they are emitted when newer data "
+        "moves it on)"
+    )
     if table_exists(spark, conf, tables.PIPELINE_PROGRESS):
         progress_df = read_table(spark, conf, tables.PIPELINE_PROGRESS)
         dropped = progress_df.agg(F.sum("rows_dropped_by_watermark").alias("n")).collect()[0].n or 0

@@ -16,7 +16,7 @@ its own rate:
 Every transaction (and every malformed location record) gets a row in the Delta table
 ``ground_truth``. The same ``--seed`` gives the same records.
 
-    ./spark-submit.sh simulate [--users 1000] [--duration-min 60] [--seed 7] ...
+    ./spark-submit.sh simulate [--users 1500] [--duration 60m] [--seed 7] ...
 """
 
 from __future__ import annotations
@@ -606,10 +606,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--users", type=int, default=d.users)
     parser.add_argument(
+        "--duration",
         "--duration-min",
-        type=float,
+        dest="duration_min",
+        type=parse_duration_min,
         default=d.duration_min,
-        help="simulated minutes (default %(default)s)",
+        help="simulated time: minutes, or with a unit: 90s, 45m, 2h (default %(default)s min)",
     )
     parser.add_argument("--count", type=int, default=None, help="stop after this many transactions")
     parser.add_argument(
@@ -644,6 +646,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="do not write lake/ground_truth (no Spark needed)",
     )
     return parser.parse_args(argv)
+
+
+def parse_duration_min(text: str) -> float:
+    """``"90s"``, ``"45m"``, ``"2h"`` or plain minutes, as minutes."""
+    units = {"s": 1 / 60, "m": 1.0, "h": 60.0}
+    value, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "m")
+    try:
+        minutes = float(value) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 90s, 45m or 2h)") from None
+    if minutes <= 0:
+        raise argparse.ArgumentTypeError("the duration must be positive")
+    return minutes
 
 
 def params_from_args(args: argparse.Namespace) -> SimulationParams:

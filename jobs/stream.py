@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 import time
@@ -419,22 +420,31 @@ def run_available_now(spark: SparkSession, conf: Conf, token_key: bytes) -> None
         write_progress(spark, conf, [progress_row(p) for p in query.recentProgress])
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_continuously(
     spark: SparkSession,
     conf: Conf,
     token_key: bytes,
     recorder: ProgressRecorder,
-    flush_every_s: float = 30.0,
+    flush_every_s: int = 30,
 ) -> None:
+    """Run both queries until one stops or fails, or the process gets SIGTERM or Ctrl-C.
+
+    Progress rows are written to ``pipeline_progress`` every ``flush_every_s`` seconds.
+    """
     queries = start(spark, conf, token_key)
+    # A SIGTERM (docker stop, YARN/Kubernetes shutdown) stops the queries between batches.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         while all(q.isActive for q in queries):
-            spark.streams.awaitAnyTermination(int(flush_every_s * 1000))
-            spark.streams.resetTerminated()
+            # awaitAnyTermination re-raises a failed query's exception.
+            spark.streams.awaitAnyTermination(flush_every_s)
             recorder.flush(spark, conf)
-        for query in queries:
-            if query.exception():
-                raise RuntimeError(f"query {query.name} failed: {query.exception()}")
+    except KeyboardInterrupt:
+        print("stream: stopping the queries", flush=True)
     finally:
         for query in queries:
             if query.isActive:
