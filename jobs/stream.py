@@ -85,22 +85,44 @@ def read_bronze(spark: SparkSession, conf: Conf, table: str) -> DataFrame:
 
 
 @dataclass(frozen=True)
+class ParsedBatch:
+    """Each topic's records, typed, with a ``quarantine_reason`` (null when valid)."""
+
+    transactions_df: DataFrame
+    device_locations_df: DataFrame
+
+    def persist(self) -> ParsedBatch:
+        return ParsedBatch(self.transactions_df.persist(), self.device_locations_df.persist())
+
+    def unpersist(self) -> None:
+        self.transactions_df.unpersist()
+        self.device_locations_df.unpersist()
+
+
+@dataclass(frozen=True)
 class IngestOutputs:
     bronze_transactions_df: DataFrame
     bronze_device_locations_df: DataFrame
     quarantine_df: DataFrame
 
 
-def build_ingest(raw_df: DataFrame, conf: Conf, token_key: bytes) -> IngestOutputs:
-    """Split raw Kafka rows into the three ingestion tables."""
+def parse_batch(raw_df: DataFrame, conf: Conf, token_key: bytes) -> ParsedBatch:
+    """Parse and validate raw Kafka rows, by topic."""
     topics = conf.kafka.topics
     skew = conf.stream.max_future_skew
-    transactions_df = parse_transactions(
-        raw_df.filter(F.col("kafka_topic") == topics.transactions), token_key, skew
+    return ParsedBatch(
+        transactions_df=parse_transactions(
+            raw_df.filter(F.col("kafka_topic") == topics.transactions), token_key, skew
+        ),
+        device_locations_df=parse_device_locations(
+            raw_df.filter(F.col("kafka_topic") == topics.device_locations), skew
+        ),
     )
-    locations_df = parse_device_locations(
-        raw_df.filter(F.col("kafka_topic") == topics.device_locations), skew
-    )
+
+
+def build_ingest(parsed: ParsedBatch) -> IngestOutputs:
+    """Split parsed records into the three ingestion tables."""
+    transactions_df, locations_df = parsed.transactions_df, parsed.device_locations_df
     return IngestOutputs(
         bronze_transactions_df=to_bronze_transactions(transactions_df),
         bronze_device_locations_df=to_bronze_device_locations(locations_df),
@@ -133,7 +155,7 @@ def _empty_raw_df(spark: SparkSession) -> DataFrame:
 
 def table_schemas(spark: SparkSession, conf: Conf) -> dict[str, T.StructType]:
     """The schema of each table, derived from the transforms that write it."""
-    ingest = build_ingest(_empty_raw_df(spark), conf, b"schema-only")
+    ingest = build_ingest(parse_batch(_empty_raw_df(spark), conf, b"schema-only"))
     metrics_df = build_enrich(
         ingest.bronze_transactions_df, ingest.bronze_device_locations_df, conf
     )
@@ -173,15 +195,18 @@ def ingest_batch_writer(conf: Conf, token_key: bytes) -> Callable[[DataFrame, in
     """The ``foreachBatch`` function of the ingest query."""
 
     def write_ingest_batch(batch_df: DataFrame, batch_id: int) -> None:
+        # Read Kafka once and parse each record once, although three tables are written.
         raw_df = batch_df.persist()
+        parsed = parse_batch(raw_df, conf, token_key).persist()
         try:
-            outputs = build_ingest(raw_df, conf, token_key)
+            outputs = build_ingest(parsed)
             _append_once(outputs.bronze_transactions_df, conf, tables.BRONZE_TRANSACTIONS, batch_id)
             _append_once(
                 outputs.bronze_device_locations_df, conf, tables.BRONZE_DEVICE_LOCATIONS, batch_id
             )
             _append_once(outputs.quarantine_df, conf, tables.QUARANTINE, batch_id)
         finally:
+            parsed.unpersist()
             raw_df.unpersist()
 
     return write_ingest_batch
