@@ -212,11 +212,28 @@ def ingest_batch_writer(conf: Conf, token_key: bytes) -> Callable[[DataFrame, in
     return write_ingest_batch
 
 
-def merge_enriched(spark: SparkSession, conf: Conf, enriched_df: DataFrame) -> None:
+def event_time_range(df: DataFrame) -> str | None:
+    """A SQL predicate on ``t.event_time`` covering ``df``'s event times (None if empty).
+
+    MERGE only skips target files by predicates on the target alone, so each MERGE names
+    the batch's event-time range: files of other hours and days are not even opened.
+    """
+    fmt = "yyyy-MM-dd HH:mm:ss.SSSSSS"
+    bounds = df.agg(
+        F.date_format(F.min("event_time"), fmt).alias("first"),
+        F.date_format(F.max("event_time"), fmt).alias("last"),
+    ).collect()[0]
+    if bounds.first is None:
+        return None
+    return f"t.event_time BETWEEN TIMESTAMP'{bounds.first}' AND TIMESTAMP'{bounds.last}'"
+
+
+def merge_enriched(spark: SparkSession, conf: Conf, enriched_df: DataFrame, in_range: str) -> None:
     """Upsert one row per transaction, keeping the nearest fix and the highest speed seen.
 
     Replaying a micro-batch changes nothing: a row is only replaced by a strictly nearer
-    fix, and ``max_implied_speed_mps`` only grows.
+    fix, and ``max_implied_speed_mps`` only grows. A transaction's event time never
+    changes, so ``in_range`` (see ``event_time_range``) is safe to add to the condition.
     """
     target = DeltaTable.forPath(spark, conf.table_path(tables.TRANSACTIONS_ENRICHED))
     columns = enriched_df.columns
@@ -227,7 +244,10 @@ def merge_enriched(spark: SparkSession, conf: Conf, enriched_df: DataFrame) -> N
     is_faster = "s.max_implied_speed_mps > coalesce(t.max_implied_speed_mps, -1.0)"
     (
         target.alias("t")
-        .merge(enriched_df.alias("s"), "t.transaction_id = s.transaction_id")
+        .merge(
+            enriched_df.alias("s"),
+            f"t.transaction_id = s.transaction_id AND t.event_time = s.event_time AND {in_range}",
+        )
         .whenMatchedUpdate(
             condition=is_nearer_fix, set={**{c: f"s.{c}" for c in columns}, **keep_max}
         )
@@ -251,23 +271,22 @@ def publish_alerts(conf: Conf, alerts_df: DataFrame) -> None:
     )
 
 
-def save_new_alerts(spark: SparkSession, conf: Conf, alerts_df: DataFrame) -> int:
+def save_new_alerts(spark: SparkSession, conf: Conf, alerts_df: DataFrame, in_range: str) -> int:
     """Publish and store the alerts not stored yet; return how many there were.
 
     Publishing comes before the MERGE: a crash between the two republishes on restart
     (the topic is at-least-once, keyed by ``alert_id``) but never loses an alert.
     """
     target = DeltaTable.forPath(spark, conf.table_path(tables.ALERTS))
-    new_alerts_df = alerts_df.join(
-        target.toDF().select("alert_id"), on="alert_id", how="left_anti"
-    ).persist()
+    stored_df = target.toDF().alias("t").filter(F.expr(in_range)).select("alert_id")
+    new_alerts_df = alerts_df.join(stored_df, on="alert_id", how="left_anti").persist()
     try:
         count = new_alerts_df.count()
         if count:
             publish_alerts(conf, new_alerts_df)
             (
                 target.alias("t")
-                .merge(new_alerts_df.alias("s"), "t.alert_id = s.alert_id")
+                .merge(new_alerts_df.alias("s"), f"t.alert_id = s.alert_id AND {in_range}")
                 .whenNotMatchedInsertAll()
                 .execute()
             )
@@ -282,10 +301,12 @@ def enrich_batch_writer(spark: SparkSession, conf: Conf) -> Callable[[DataFrame,
     def write_enrich_batch(batch_df: DataFrame, batch_id: int) -> None:
         metrics_df = batch_df.persist()
         try:
-            merge_enriched(spark, conf, nearest_location_per_transaction(metrics_df))
-            save_new_alerts(
-                spark, conf, impossible_travel_alerts(metrics_df, conf.impossible_travel)
-            )
+            in_range = event_time_range(metrics_df)
+            if in_range is None:  # a batch that only moved the watermark
+                return
+            merge_enriched(spark, conf, nearest_location_per_transaction(metrics_df), in_range)
+            alerts_df = impossible_travel_alerts(metrics_df, conf.impossible_travel)
+            save_new_alerts(spark, conf, alerts_df, in_range)
         finally:
             metrics_df.unpersist()
 

@@ -1,0 +1,1 @@
+"""Benchmarks of the txwatch pipeline (``python -m bench.throughput``)."""
