@@ -35,8 +35,10 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 if ! stamp_ok python pyproject.toml; then
   say "installing Python packages (pyspark, delta-spark, kafka-python, datasketch, dev tools)"
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  # pip's and setuptools' chatter goes to a log; it is shown only when the install fails.
+  { .venv/bin/python -m pip install --upgrade pip \
+      && .venv/bin/python -m pip install -e ".[dev]"; } >.deps/pip.log 2>&1 \
+    || { tail -30 .deps/pip.log >&2; die "pip install failed (log: .deps/pip.log)"; }
   stamp_write python pyproject.toml
 fi
 

@@ -67,6 +67,11 @@ def committed_batches(checkpoint: Path) -> int:
     return len([p for p in commits.iterdir() if p.name.isdigit()]) if commits.is_dir() else 0
 
 
+def delta_versions(table: Path) -> int:
+    log = table / "_delta_log"
+    return len(list(log.glob("*.json"))) if log.is_dir() else 0
+
+
 def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, kafka_conf, tmp_path):
     conf = kafka_conf
     ensure_topics(conf)
@@ -89,8 +94,9 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, kaf
     job = start_job(conf_path)
     try:
         deadline = time.monotonic() + 240
-        # Kill once the enrich query has committed work and ingest is mid-backlog.
-        while committed_batches(Path(conf.checkpoint_path("enrich"))) < 1:
+        # Kill once enrich has MERGEd data (version 0 is the empty table) and ingest is
+        # mid-backlog.
+        while delta_versions(Path(conf.table_path(tables.TRANSACTIONS_ENRICHED))) < 2:
             assert job.poll() is None, job.stdout.read()
             assert time.monotonic() < deadline, "the job made no progress in 240 s"
             time.sleep(0.5)
