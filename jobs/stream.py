@@ -37,6 +37,7 @@ from jobs.kafka_admin import ensure_topics
 from jobs.session import create_session
 from udfs.privacy import token_key_from_env
 from udfs.records import (
+    RAW_KAFKA_SCHEMA,
     parse_device_locations,
     parse_transactions,
     to_bronze_device_locations,
@@ -140,17 +141,7 @@ def build_enrich(transactions_df: DataFrame, locations_df: DataFrame, conf: Conf
 
 
 def _empty_raw_df(spark: SparkSession) -> DataFrame:
-    schema = T.StructType(
-        [
-            T.StructField("kafka_topic", T.StringType()),
-            T.StructField("kafka_partition", T.IntegerType()),
-            T.StructField("kafka_offset", T.LongType()),
-            T.StructField("kafka_timestamp", T.TimestampType()),
-            T.StructField("kafka_key", T.StringType()),
-            T.StructField("raw_value", T.StringType()),
-        ]
-    )
-    return spark.createDataFrame([], schema)
+    return spark.createDataFrame([], RAW_KAFKA_SCHEMA)
 
 
 def table_schemas(spark: SparkSession, conf: Conf) -> dict[str, T.StructType]:

@@ -3,12 +3,12 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-import pyspark.sql.types as T
 from pyspark.testing import assertDataFrameEqual
 
 from tests.conftest import TEST_TOKEN_KEY
 from udfs.privacy import card_token_py
 from udfs.records import (
+    RAW_KAFKA_SCHEMA,
     parse_device_locations,
     parse_transactions,
     to_bronze_transactions,
@@ -16,16 +16,6 @@ from udfs.records import (
 )
 
 KAFKA_TS = datetime(2026, 1, 5, 12, 0, 0)
-RAW_SCHEMA = T.StructType(
-    [
-        T.StructField("kafka_topic", T.StringType()),
-        T.StructField("kafka_partition", T.IntegerType()),
-        T.StructField("kafka_offset", T.LongType()),
-        T.StructField("kafka_timestamp", T.TimestampType()),
-        T.StructField("kafka_key", T.StringType()),
-        T.StructField("raw_value", T.StringType()),
-    ]
-)
 GOOD_TX = {
     "transaction_id": "t-1",
     "user_id": "u-1",
@@ -43,7 +33,7 @@ GOOD_TX = {
 
 def raw_df(spark, values, topic="transactions"):
     rows = [(topic, 0, i, KAFKA_TS, None, v) for i, v in enumerate(values)]
-    return spark.createDataFrame(rows, RAW_SCHEMA)
+    return spark.createDataFrame(rows, RAW_KAFKA_SCHEMA)
 
 
 def test_valid_transaction_is_typed_and_tokenized(spark):

@@ -66,6 +66,18 @@ DEVICE_LOCATION_FIELDS = (
 
 KAFKA_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp")
 
+# What ``with_kafka_columns`` makes of a Kafka source's rows: the input of the parsers.
+RAW_KAFKA_SCHEMA = T.StructType(
+    [
+        T.StructField("kafka_topic", T.StringType()),
+        T.StructField("kafka_partition", T.IntegerType()),
+        T.StructField("kafka_offset", T.LongType()),
+        T.StructField("kafka_timestamp", T.TimestampType()),
+        T.StructField("kafka_key", T.StringType()),
+        T.StructField("raw_value", T.StringType()),
+    ]
+)
+
 
 def with_kafka_columns(kafka_df: DataFrame) -> DataFrame:
     """Name the Kafka source's columns the way every txwatch table does."""
