@@ -17,7 +17,6 @@ Two streaming queries:
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -374,8 +373,6 @@ class ProgressRecorder(StreamingQueryListener):
         if self._buffer:
             with self._lock:
                 self._rows.append(row)
-        if os.environ.get("TXWATCH_DEBUG_PROGRESS"):
-            print(p.durationMs, flush=True)
         if not self._quiet and p.numInputRows:
             state_rows, dropped, watermark = row[8], row[9], row[10]
             print(

@@ -64,6 +64,19 @@ DEVICE_LOCATION_FIELDS = (
     FieldSpec("event_time", "timestamp", True),
 )
 
+# The columns of a transaction in bronze: the input fields, card number replaced.
+BRONZE_TRANSACTION_COLUMNS = (
+    "transaction_id",
+    "user_id",
+    "card_token",
+    "card_last4",
+    *[
+        f.name
+        for f in TRANSACTION_FIELDS
+        if f.name not in ("transaction_id", "user_id", "card_number")
+    ],
+)
+
 KAFKA_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp")
 
 # What ``with_kafka_columns`` makes of a Kafka source's rows: the input of the parsers.
@@ -154,15 +167,9 @@ def parse_transactions(raw_df: DataFrame, token_key: bytes, max_future_skew: str
     ]
     return parsed_df.select(
         *[F.col(c) for c in (*KAFKA_COLUMNS, "kafka_key", "raw_value")],
-        "transaction_id",
-        "user_id",
         card_token(F.col("card_number"), token_key).alias("card_token"),
         card_last4(F.col("card_number")).alias("card_last4"),
-        *[
-            f.name
-            for f in TRANSACTION_FIELDS
-            if f.name not in ("transaction_id", "user_id", "card_number")
-        ],
+        *[c for c in BRONZE_TRANSACTION_COLUMNS if c not in ("card_token", "card_last4")],
         _reasons(checks).alias("quarantine_reason"),
     )
 
@@ -185,22 +192,7 @@ def parse_device_locations(raw_df: DataFrame, max_future_skew: str) -> DataFrame
 def to_bronze_transactions(parsed_df: DataFrame) -> DataFrame:
     """The valid transactions, shaped as ``bronze_transactions``."""
     return parsed_df.filter(F.col("quarantine_reason").isNull()).select(
-        "transaction_id",
-        "user_id",
-        "card_token",
-        "card_last4",
-        "device_id",
-        "name",
-        "merchant_id",
-        "merchant",
-        "merchant_category",
-        "amount",
-        "currency",
-        "status",
-        "channel",
-        "latitude",
-        "longitude",
-        "event_time",
+        *BRONZE_TRANSACTION_COLUMNS,
         *KAFKA_COLUMNS,
         F.current_timestamp().alias("ingested_at"),
     )

@@ -12,26 +12,12 @@ from pyspark.sql import Column, DataFrame, Window
 
 from jobs.config import ImpossibleTravelConf, StreamConf
 from udfs.geo import haversine_m
+from udfs.records import BRONZE_TRANSACTION_COLUMNS
 
 ALERT_TYPE_IMPOSSIBLE_TRAVEL = "impossible_travel"
 
-TRANSACTION_COLUMNS = (
-    "transaction_id",
-    "user_id",
-    "card_token",
-    "card_last4",
-    "device_id",
-    "merchant_id",
-    "merchant",
-    "merchant_category",
-    "amount",
-    "currency",
-    "status",
-    "channel",
-    "latitude",
-    "longitude",
-    "event_time",
-)
+# What the join carries of each transaction: its bronze columns but the holder's name.
+TRANSACTION_COLUMNS = tuple(c for c in BRONZE_TRANSACTION_COLUMNS if c != "name")
 
 ENRICHED_COLUMNS = (
     *TRANSACTION_COLUMNS,
