@@ -14,8 +14,8 @@ bench: setup
 	.venv/bin/python -m bench.throughput $(BENCH_ARGS)
 
 lint: setup
-	.venv/bin/ruff check jobs udfs tests bench
-	.venv/bin/ruff format --check jobs udfs tests bench
+	.venv/bin/ruff check jobs udfs txwatch tests bench
+	.venv/bin/ruff format --check jobs udfs txwatch tests bench
 	.venv/bin/mypy
 
 kafka-start: setup

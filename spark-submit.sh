@@ -16,7 +16,7 @@
 #   SPARK_SUBMIT_OPTS_EXTRA  more spark-submit options, e.g. "--deploy-mode cluster"
 #   TXWATCH_TOKEN_KEY   secret key for card tokens (stream job)
 #
-# The Kafka connector and Delta jars from .deps/spark-jars go with --jars, and jobs/, udfs/
+# The Kafka connector and Delta jars from .deps/spark-jars go with --jars, and jobs/, udfs/, txwatch/
 # and conf/ are shipped as a zip (--py-files) and as files, so executors on a cluster have
 # the same code and config as the driver.
 set -euo pipefail
@@ -77,7 +77,7 @@ mkdir -p "$BUILD"
 (cd "$ROOT" && rm -f "$BUILD/txwatch.zip" && "${PYTHON_FOR_ZIP:-python3}" - "$BUILD/txwatch.zip" <<'PY'
 import sys, zipfile, pathlib
 with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as zf:
-    for package in ("jobs", "udfs"):
+    for package in ("jobs", "udfs", "txwatch"):
         for path in sorted(pathlib.Path(package).rglob("*.py")):
             zf.write(path)
 PY

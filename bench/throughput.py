@@ -6,14 +6,15 @@
 1. Start the local broker (``scripts/kafka-local.sh start``) unless one already answers; stop
    it at the end only if this run started it.
 2. Load a backlog: ``--transactions`` simulated payments and about two location fixes per
-   payment (``jobs.simulate`` records, no ground truth) into the topics ``bench-*``, produced
+   payment (``txwatch.simulator`` records, no ground truth) into the topics ``bench-*``, produced
    by two processes that each simulate half of the users and are kept in step by simulated
    time, so every partition holds the records in roughly event-time order, as one simulator
    would have published them.
 3. Ceiling: Spark reads the two topics from the earliest offset into the ``noop`` sink with
-   the job's own Kafka source (``read_sources``: same maxOffsetsPerTrigger), availableNow.
-4. End to end: ``jobs.stream.run_available_now`` on a fresh lake ``.bench/lake``, exactly what
-   ``./spark-submit.sh stream --available-now`` runs: ingest to bronze, then enrich.
+   the job's own Kafka source (``txwatch.queries.ingest.read``: same maxOffsetsPerTrigger),
+   availableNow.
+4. End to end: ``txwatch.queries.runner.run_available_now`` on a fresh lake ``.bench/lake``,
+   exactly what ``./spark-submit.sh stream --available-now`` runs: ingest, then enrich.
 5. Print the results, with per-phase times from ``pipeline_progress`` and table row counts.
 
 The settings come from ``conf/bench.yaml`` (larger micro-batches than a laptop's live run);
@@ -45,18 +46,15 @@ from typing import TYPE_CHECKING
 from kafka import KafkaConsumer, TopicPartition
 from pyspark.sql import SparkSession
 
-from jobs import tables
-from jobs.config import Conf, Topics, load_conf
-from jobs.kafka_admin import admin_client, ensure_topics, topic_names, wait_for_broker
-from jobs.session import create_session
-from jobs.simulate import Record, SimulationParams, Simulator, TruthRow, User, produce
-from jobs.stream import (
-    ENRICH_QUERY,
-    INGEST_QUERY,
-    ProgressRecorder,
-    read_sources,
-    run_available_now,
-)
+from txwatch.infra import tables
+from txwatch.infra.config import Conf, Topics, load_conf
+from txwatch.infra.kafka_admin import admin_client, ensure_topics, topic_names, wait_for_broker
+from txwatch.infra.progress import ProgressRecorder, WatermarkBounds
+from txwatch.infra.session import create_session
+from txwatch.queries import PIPELINE, enrich, ingest
+from txwatch.queries.base import RunContext
+from txwatch.queries.runner import run_available_now
+from txwatch.simulator import Record, SimulationParams, Simulator, TruthRow, User, produce
 
 if TYPE_CHECKING:
     from multiprocessing.sharedctypes import Synchronized
@@ -394,7 +392,7 @@ def measure_ceiling(spark: SparkSession, conf: Conf) -> Ceiling:
     print("bench: ceiling (Kafka source -> noop sink)", flush=True)
     started = time.monotonic()
     query = (
-        read_sources(spark, conf)
+        ingest.read(spark, conf)
         .writeStream.queryName("bench_noop")
         .format("noop")
         .option("checkpointLocation", str(NOOP_CHECKPOINT))
@@ -457,13 +455,13 @@ def measure_pipeline(spark: SparkSession, conf: Conf, key: bytes) -> Pipeline:
     shutil.rmtree(LAKE_ROOT, ignore_errors=True)
     print(f"bench: end to end (run_available_now, lake {LAKE_ROOT})", flush=True)
     started = time.monotonic()
-    run_available_now(spark, conf, key)
+    run_available_now(RunContext(spark, conf, key, available_now=True), PIPELINE)
     seconds = time.monotonic() - started
     rows = spark.read.format("delta").load(conf.table_path(tables.PIPELINE_PROGRESS)).collect()
     return Pipeline(
         seconds,
-        _query_stats([r for r in rows if r.query_name == INGEST_QUERY]),
-        _query_stats([r for r in rows if r.query_name == ENRICH_QUERY]),
+        _query_stats([r for r in rows if r.query_name == ingest.NAME]),
+        _query_stats([r for r in rows if r.query_name == enrich.NAME]),
     )
 
 
@@ -652,7 +650,7 @@ def run_spark_measurements(conf: Conf, key: bytes) -> Measurements:
     """Ceiling, then the pipeline, in one Spark session (the ceiling warms the JVM up)."""
     spark = create_session(conf, "bench")
     try:
-        spark.streams.addListener(ProgressRecorder())
+        spark.streams.addListener(ProgressRecorder(WatermarkBounds.from_conf(conf)))
         pid = jvm_pid(spark)
         cpu_before = cpu_seconds(pid)
         ceiling = measure_ceiling(spark, conf)

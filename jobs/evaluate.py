@@ -10,167 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 
-import pyspark.sql.functions as F
-from pyspark.sql import DataFrame, SparkSession
-
-from jobs import tables
-from jobs.config import DEFAULT_CONF, Conf, load_conf
-from jobs.lake import read_table, table_exists
-from jobs.session import create_session
-from udfs.privacy import CARD_NUMBER_PATTERN
-from udfs.travel import ALERT_TYPE_IMPOSSIBLE_TRAVEL
-
-EXAMPLE_QUERY = (
-    "SELECT severity, count(*) AS alerts, round(avg(score), 1) AS avg_score "
-    "FROM alerts GROUP BY severity ORDER BY alerts DESC"
-)
+from txwatch.evaluation import summarize
+from txwatch.infra.config import DEFAULT_CONF, load_conf
+from txwatch.infra.errors import run_entry_point
+from txwatch.infra.session import create_session
 
 
-@dataclass(frozen=True)
-class DetectionQuality:
-    alerts: int
-    positives: int
-    true_positives: int
-
-    @property
-    def precision(self) -> float:
-        return self.true_positives / self.alerts if self.alerts else 0.0
-
-    @property
-    def recall(self) -> float:
-        return self.true_positives / self.positives if self.positives else 0.0
-
-
-def impossible_travel_quality(alerts_df: DataFrame, truth_df: DataFrame) -> DetectionQuality:
-    """Precision and recall of impossible-travel alerts against the labelled transactions."""
-    alerted_df = (
-        alerts_df.filter(F.col("alert_type") == ALERT_TYPE_IMPOSSIBLE_TRAVEL)
-        .select("transaction_id")
-        .distinct()
-    )
-    positives_df = (
-        truth_df.filter(F.col("scenario") == "impossible_travel")
-        .select("transaction_id")
-        .distinct()
-    )
-    return DetectionQuality(
-        alerts=alerted_df.count(),
-        positives=positives_df.count(),
-        true_positives=alerted_df.join(positives_df, "transaction_id", how="inner").count(),
-    )
-
-
-def card_number_hits(df: DataFrame) -> int:
-    """Rows of ``df`` with a card-number-shaped digit run in any string column."""
-    string_columns = [f.name for f in df.schema.fields if f.dataType.simpleString() == "string"]
-    if not string_columns:
-        return 0
-    has_card_number = F.lit(False)
-    for column in string_columns:
-        has_card_number = has_card_number | F.coalesce(
-            F.col(column).rlike(CARD_NUMBER_PATTERN), F.lit(False)
-        )
-    return df.filter(has_card_number).count()
-
-
-def summarize(spark: SparkSession, conf: Conf, min_precision: float, min_recall: float) -> bool:
-    """Print the run's summary; return whether it meets the quality bar."""
-    ok = True
-    print(f"\n=== txwatch summary: lake at {conf.lake_root}")
-    print("\nRows per table:")
-    card_hits = 0
-    for table in tables.ALL_TABLES:
-        if table_exists(spark, conf, table):
-            df = read_table(spark, conf, table)
-            hits = card_number_hits(df) if table != tables.PIPELINE_PROGRESS else 0
-            card_hits += hits
-            print(
-                f"  {table:<26} {df.count():>10,}"
-                + (f"   !! {hits} rows with a card number" if hits else "")
-            )
-        else:
-            print(f"  {table:<26} {'(none)':>10}")
-    print(f"\nFull card numbers found in the lake: {card_hits}")
-    ok &= card_hits == 0
-
-    alerts_df = read_table(spark, conf, tables.ALERTS)
-    print("\nAlerts by type and severity:")
-    for row in (
-        alerts_df.groupBy("alert_type", "severity")
-        .count()
-        .orderBy("alert_type", "severity")
-        .collect()
-    ):
-        print(f"  {row.alert_type:<20} {row.severity:<8} {row['count']:>8,}")
-    repeated = alerts_df.groupBy("alert_id").count().filter("count > 1").count()
-    print(f"  alert_id values that repeat: {repeated}")
-    ok &= repeated == 0
-
-    enriched_df = read_table(spark, conf, tables.TRANSACTIONS_ENRICHED)
-    unlocated = enriched_df.filter(~F.col("has_location")).count()
-    print(f"\nEnriched transactions without a location fix in range: {unlocated:,}")
-    waiting = (
-        read_table(spark, conf, tables.BRONZE_TRANSACTIONS)
-        .join(enriched_df, "transaction_id", how="left_anti")
-        .count()
-    )
-    print(
-        f"Transactions in bronze but not enriched: {waiting:,} (later than the watermark, or "
-        "without a fix and still inside the watermark: they are emitted when newer data "
-        "moves it on)"
-    )
-    if table_exists(spark, conf, tables.PIPELINE_PROGRESS):
-        progress_df = read_table(spark, conf, tables.PIPELINE_PROGRESS)
-        dropped = progress_df.agg(F.sum("rows_dropped_by_watermark").alias("n")).collect()[0].n or 0
-        print(f"Rows too late for the join (kept in bronze, dropped by the watermark): {dropped:,}")
-    quarantine_df = read_table(spark, conf, tables.QUARANTINE)
-    reasons = (
-        quarantine_df.withColumn("reason", F.explode(F.split("reason", "; ")))
-        .groupBy("reason")
-        .count()
-        .orderBy(F.desc("count"))
-        .limit(8)
-        .collect()
-    )
-    if reasons:
-        print("Quarantined records by reason:")
-        for row in reasons:
-            print(f"  {row.reason:<36} {row['count']:>8,}")
-
-    if table_exists(spark, conf, tables.GROUND_TRUTH):
-        truth_df = read_table(spark, conf, tables.GROUND_TRUTH)
-        quality = impossible_travel_quality(alerts_df, truth_df)
-        bar_met = quality.precision >= min_precision and quality.recall >= min_recall
-        print(
-            f"\nImpossible travel vs ground truth: {quality.alerts} alerts, {quality.positives} "
-            f"injected, {quality.true_positives} caught\n"
-            f"  precision {quality.precision:.3f}   recall {quality.recall:.3f}   "
-            f"(bar: >= {min_precision} and >= {min_recall}: {'met' if bar_met else 'NOT met'})"
-        )
-        ok &= bar_met
-        late_truth = truth_df.filter(F.col("scenario") == "late").select("transaction_id")
-        late_total = late_truth.count()
-        if late_total:
-            late_enriched = late_truth.join(enriched_df, "transaction_id", how="inner").count()
-            print(
-                f"  late transactions (published 30-60 min after their event): {late_total}, "
-                f"of which joined anyway: {late_enriched}"
-            )
-    else:
-        print("\nNo ground_truth table: run the simulator to measure detection quality.")
-
-    print(
-        f"\nQuery the lake in SQL (every table is a view named after its folder):\n"
-        f'  ./spark-submit.sh sql "{EXAMPLE_QUERY}"\n'
-        f"  ./spark-submit.sh sql --file sql/impossible_travel_top.sql\n"
-        f"or from Python: spark.read.format('delta').load('{conf.table_path(tables.ALERTS)}')"
-    )
-    return ok
-
-
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="spark-submit.sh evaluate",
         description=__doc__,
@@ -180,11 +27,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if the quality bar is not met")
     parser.add_argument("--min-precision", type=float, default=0.95)
     parser.add_argument("--min-recall", type=float, default=0.95)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     conf = load_conf(args.conf)
     spark = create_session(conf, "evaluate")
     ok = summarize(spark, conf, args.min_precision, args.min_recall)
     return 0 if ok or not args.check else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_entry_point("evaluate", lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

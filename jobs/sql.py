@@ -10,18 +10,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from jobs.config import DEFAULT_CONF, load_conf
-from jobs.lake import register_views
-from jobs.session import create_session
-
-
-def split_statements(text: str) -> list[str]:
-    """Statements separated by ``;`` (comment lines starting with ``--`` dropped)."""
-    lines = [line for line in text.splitlines() if not line.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+from txwatch.infra.config import DEFAULT_CONF, load_conf
+from txwatch.infra.errors import UserError, run_entry_point
+from txwatch.infra.session import create_session
+from txwatch.lake import register_views, split_statements
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_entry_point("sql", lambda: run(argv))
+
+
+def run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="spark-submit.sh sql",
         description=__doc__,
@@ -34,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if bool(args.query) == bool(args.file):
         parser.error("give either a query or --file")
+    if args.file and not Path(args.file).is_file():
+        raise UserError(f"no such file: {args.file} (saved queries are in sql/)")
     text = Path(args.file).read_text() if args.file else args.query
     conf = load_conf(args.conf)
     spark = create_session(conf, "sql")

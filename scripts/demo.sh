@@ -42,8 +42,8 @@ else
 fi
 .venv/bin/python - "$CONF" "$RECREATE" <<'PY'
 import sys
-from jobs.config import load_conf
-from jobs.kafka_admin import ensure_topics
+from txwatch.infra.config import load_conf
+from txwatch.infra.kafka_admin import ensure_topics
 conf = load_conf(sys.argv[1])
 ensure_topics(conf, recreate=sys.argv[2] == "1")
 print(f"demo: topics ready on {conf.kafka.bootstrap_servers}")

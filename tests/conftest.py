@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from jobs.config import Conf, load_conf
-from jobs.session import create_session
+from txwatch.infra.config import Conf, load_conf
+from txwatch.infra.session import create_session
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_TOKEN_KEY = b"txwatch-test-key"

@@ -33,6 +33,10 @@ CARD_NUMBER_MASK = "****$1"
 CARD_NUMBER_FIELD_PATTERN = r'("card_number"\s*:\s*"?)[^",}]*([^",}]{4})'
 CARD_NUMBER_FIELD_MASK = "$1****$2"
 
+# The card holder's name in a JSON ``name`` field: masked whole, also in a record cut short.
+NAME_FIELD_PATTERN = r'("name"\s*:\s*")[^"]*'
+NAME_FIELD_MASK = "$1****"
+
 
 class MissingTokenKeyError(RuntimeError):
     """The environment variable holding the tokenization key is unset or empty."""
@@ -91,3 +95,8 @@ def mask_card_numbers(text: Column) -> Column:
     """
     masked_field = F.regexp_replace(text, CARD_NUMBER_FIELD_PATTERN, CARD_NUMBER_FIELD_MASK)
     return F.regexp_replace(masked_field, CARD_NUMBER_PATTERN, CARD_NUMBER_MASK)
+
+
+def mask_personal_data(text: Column) -> Column:
+    """``text`` with card numbers masked (``mask_card_numbers``) and the holder's name too."""
+    return F.regexp_replace(mask_card_numbers(text), NAME_FIELD_PATTERN, NAME_FIELD_MASK)

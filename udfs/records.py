@@ -14,7 +14,8 @@ import pyspark.sql.functions as F
 import pyspark.sql.types as T
 from pyspark.sql import Column, DataFrame
 
-from udfs.privacy import card_digits, card_last4, card_token, mask_card_numbers
+from udfs import schemas
+from udfs.privacy import card_digits, card_last4, card_token, mask_personal_data
 
 CORRUPT_RECORD = "_corrupt_record"
 
@@ -65,27 +66,14 @@ DEVICE_LOCATION_FIELDS = (
 )
 
 # The columns of a transaction in bronze: the input fields, card number replaced.
-BRONZE_TRANSACTION_COLUMNS = (
-    "transaction_id",
-    "user_id",
-    "card_token",
-    "card_last4",
-    *[
-        f.name
-        for f in TRANSACTION_FIELDS
-        if f.name not in ("transaction_id", "user_id", "card_number")
-    ],
-)
+BRONZE_TRANSACTION_COLUMNS = tuple(name for name, _ in schemas.TRANSACTION_COLUMNS)
 
-KAFKA_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp")
+KAFKA_COLUMNS = tuple(name for name, _ in schemas.KAFKA_COLUMNS)
 
 # What ``with_kafka_columns`` makes of a Kafka source's rows: the input of the parsers.
 RAW_KAFKA_SCHEMA = T.StructType(
     [
-        T.StructField("kafka_topic", T.StringType()),
-        T.StructField("kafka_partition", T.IntegerType()),
-        T.StructField("kafka_offset", T.LongType()),
-        T.StructField("kafka_timestamp", T.TimestampType()),
+        *[T.StructField(name, data_type) for name, data_type in schemas.KAFKA_COLUMNS],
         T.StructField("kafka_key", T.StringType()),
         T.StructField("raw_value", T.StringType()),
     ]
@@ -214,11 +202,11 @@ def to_bronze_device_locations(parsed_df: DataFrame) -> DataFrame:
 
 
 def to_quarantine(parsed_df: DataFrame) -> DataFrame:
-    """The invalid records with their reason, card numbers masked in the raw text."""
+    """The invalid records with their reason, card numbers and names masked in the raw text."""
     return parsed_df.filter(F.col("quarantine_reason").isNotNull()).select(
         *KAFKA_COLUMNS,
-        mask_card_numbers(F.col("kafka_key")).alias("kafka_key"),
-        mask_card_numbers(F.col("raw_value")).alias("raw_value"),
+        mask_personal_data(F.col("kafka_key")).alias("kafka_key"),
+        mask_personal_data(F.col("raw_value")).alias("raw_value"),
         F.col("quarantine_reason").alias("reason"),
         F.current_timestamp().alias("quarantined_at"),
     )

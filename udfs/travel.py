@@ -7,31 +7,48 @@ run them on small batch DataFrames exactly as the stream runs them on micro-batc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame, Window
 
-from jobs.config import ImpossibleTravelConf, StreamConf
+from udfs import schemas
+from udfs.alerts import severity_from_score, to_alerts
+from udfs.eventtime import WATERMARK_TIME
 from udfs.geo import haversine_m
-from udfs.records import BRONZE_TRANSACTION_COLUMNS
 
 ALERT_TYPE_IMPOSSIBLE_TRAVEL = "impossible_travel"
 
-# What the join carries of each transaction: its bronze columns but the holder's name.
-TRANSACTION_COLUMNS = tuple(c for c in BRONZE_TRANSACTION_COLUMNS if c != "name")
+ENRICHED_COLUMNS = schemas.column_names(schemas.TRANSACTIONS_ENRICHED)
+# What the join carries of each transaction: its columns in the enriched table, no name.
+TRANSACTION_COLUMNS = ENRICHED_COLUMNS[: ENRICHED_COLUMNS.index("has_location")]
 
-ENRICHED_COLUMNS = (
-    *TRANSACTION_COLUMNS,
-    "has_location",
-    "location_event_time",
-    "location_latitude",
-    "location_longitude",
-    "location_accuracy_m",
-    "location_speed_mps",
-    "distance_m",
-    "gap_s",
-    "implied_speed_mps",
-    "max_implied_speed_mps",
-)
+
+@dataclass(frozen=True)
+class TravelJoin:
+    """Which fixes a transaction is compared with, and how late each side may arrive.
+
+    Durations are Spark interval strings ("5 minutes"); why they have their values is
+    explained under ``stream`` in conf/base.yaml.
+    """
+
+    transactions_watermark: str
+    device_locations_watermark: str
+    join_before: str
+    join_after: str
+
+
+@dataclass(frozen=True)
+class ImpossibleTravelRule:
+    """The impossible-travel rule; see ``impossible_travel`` in conf/base.yaml."""
+
+    max_plausible_speed_mps: float
+    min_gap_s: float
+    merchant_location_uncertainty_m: float
+    min_distance_m: float
+    default_location_accuracy_m: float
+    high_severity_score: float
+    medium_severity_score: float
 
 
 def _seconds(ts: Column) -> Column:
@@ -39,20 +56,25 @@ def _seconds(ts: Column) -> Column:
 
 
 def join_transactions_to_locations(
-    transactions_df: DataFrame, locations_df: DataFrame, stream: StreamConf
+    transactions_df: DataFrame, locations_df: DataFrame, join: TravelJoin
 ) -> DataFrame:
     """Pair each transaction with every fix of its device in ``[t - before, t + after]``.
 
-    Why these delays: see ``stream`` in conf/base.yaml. Both inputs get a watermark so Spark
-    can drop join state once no partner can arrive any more; the left outer join keeps a
-    transaction that found no fix (all ``location_*`` columns null) once the watermark
-    passes its range.
+    Both inputs carry ``watermark_time`` (``udfs.eventtime``): the claimed event time, capped
+    near the record's Kafka timestamp. The watermarks and the time range use it, so one
+    record with a clock far ahead cannot move the watermark past what the broker has seen
+    and make everyone else's records late. For every record with a sane clock it equals
+    ``event_time``. Why these delays: see ``stream`` in conf/base.yaml. Both inputs get a
+    watermark so Spark can drop join state once no partner can arrive any more; the left
+    outer join keeps a transaction that found no fix (all ``location_*`` columns null) once
+    the watermark passes its range.
     """
-    tx_df = transactions_df.withWatermark("event_time", stream.transactions_watermark).alias("tx")
+    tx_df = transactions_df.withWatermark(WATERMARK_TIME, join.transactions_watermark).alias("tx")
     loc_df = (
-        locations_df.withWatermark("event_time", stream.device_locations_watermark)
+        locations_df.withWatermark(WATERMARK_TIME, join.device_locations_watermark)
         .select(
             F.col("device_id").alias("location_device_id"),
+            F.col(WATERMARK_TIME).alias("location_watermark_time"),
             F.col("event_time").alias("location_event_time"),
             F.col("latitude").alias("location_latitude"),
             F.col("longitude").alias("location_longitude"),
@@ -62,9 +84,9 @@ def join_transactions_to_locations(
         .alias("loc")
     )
     is_same_device = F.col("tx.device_id") == F.col("loc.location_device_id")
-    is_in_time_range = F.col("loc.location_event_time").between(
-        F.col("tx.event_time") - F.expr(f"INTERVAL {stream.join_before}"),
-        F.col("tx.event_time") + F.expr(f"INTERVAL {stream.join_after}"),
+    is_in_time_range = F.col("loc.location_watermark_time").between(
+        F.col(f"tx.{WATERMARK_TIME}") - F.expr(f"INTERVAL {join.join_before}"),
+        F.col(f"tx.{WATERMARK_TIME}") + F.expr(f"INTERVAL {join.join_after}"),
     )
     return tx_df.join(loc_df, is_same_device & is_in_time_range, how="left_outer").select(
         *[F.col(f"tx.{c}") for c in TRANSACTION_COLUMNS],
@@ -76,7 +98,7 @@ def join_transactions_to_locations(
     )
 
 
-def with_travel_metrics(pairs_df: DataFrame, rule: ImpossibleTravelConf) -> DataFrame:
+def with_travel_metrics(pairs_df: DataFrame, rule: ImpossibleTravelRule) -> DataFrame:
     """Distance, time gap and the implied speed of each transaction/fix pair.
 
     The implied speed is deliberately conservative: the distance loses the fix's reported
@@ -115,7 +137,7 @@ def with_travel_metrics(pairs_df: DataFrame, rule: ImpossibleTravelConf) -> Data
     )
 
 
-def is_impossible_travel(rule: ImpossibleTravelConf) -> Column:
+def is_impossible_travel(rule: ImpossibleTravelRule) -> Column:
     """True for a pair no traveller could have produced."""
     is_too_fast = F.col("implied_speed_mps") > F.lit(rule.max_plausible_speed_mps)
     is_far = F.col("effective_distance_m") >= F.lit(rule.min_distance_m)
@@ -143,7 +165,7 @@ def nearest_location_per_transaction(metrics_df: DataFrame) -> DataFrame:
     )
 
 
-def impossible_travel_alerts(metrics_df: DataFrame, rule: ImpossibleTravelConf) -> DataFrame:
+def impossible_travel_alerts(metrics_df: DataFrame, rule: ImpossibleTravelRule) -> DataFrame:
     """One ``impossible_travel`` alert per offending transaction, from its strongest pair."""
     strongest_first = Window.partitionBy("transaction_id").orderBy(
         F.col("implied_speed_mps").desc(), F.col("location_event_time").asc()
@@ -153,12 +175,7 @@ def impossible_travel_alerts(metrics_df: DataFrame, rule: ImpossibleTravelConf) 
         .withColumn("_rank", F.row_number().over(strongest_first))
         .filter(F.col("_rank") == 1)
     )
-    score = F.col("implied_speed_mps") / F.lit(rule.max_plausible_speed_mps)
-    severity = (
-        F.when(score >= rule.high_severity_score, "high")
-        .when(score >= rule.medium_severity_score, "medium")
-        .otherwise("low")
-    )
+    score = F.round(F.col("implied_speed_mps") / F.lit(rule.max_plausible_speed_mps), 3)
     direction = F.when(F.col("gap_s") < 0, F.lit("before")).otherwise(F.lit("after"))
     reason = F.format_string(
         "card ending %s used %.1f km from device %s's position %.0f s %s the payment "
@@ -175,30 +192,17 @@ def impossible_travel_alerts(metrics_df: DataFrame, rule: ImpossibleTravelConf) 
         F.col("implied_speed_mps"),
         F.lit(rule.max_plausible_speed_mps),
     )
-    return offending_df.select(
-        alert_id(F.col("transaction_id"), F.lit(ALERT_TYPE_IMPOSSIBLE_TRAVEL)).alias("alert_id"),
-        "transaction_id",
-        F.lit(ALERT_TYPE_IMPOSSIBLE_TRAVEL).alias("alert_type"),
-        F.round(score, 3).alias("score"),
-        severity.alias("severity"),
-        reason.alias("reason"),
-        "event_time",
-        F.current_timestamp().alias("detected_at"),
-        "user_id",
-        "card_token",
-        "card_last4",
-        "device_id",
-        "merchant",
-        "amount",
-        "currency",
-        "latitude",
-        "longitude",
-        "distance_m",
-        "gap_s",
-        "implied_speed_mps",
+    return to_alerts(
+        offending_df,
+        ALERT_TYPE_IMPOSSIBLE_TRAVEL,
+        subject_id=F.col("transaction_id"),
+        score=score,
+        severity=severity_from_score(score, rule.medium_severity_score, rule.high_severity_score),
+        reason=reason,
+        evidence={
+            "distance_m": F.col("distance_m"),
+            "gap_s": F.col("gap_s"),
+            "implied_speed_mps": F.col("implied_speed_mps"),
+            "location_accuracy_m": F.col("location_accuracy_m"),
+        },
     )
-
-
-def alert_id(transaction_id: Column, alert_type: Column) -> Column:
-    """Stable id: the same transaction and type always give the same alert."""
-    return F.substring(F.sha2(F.concat_ws("|", alert_type, transaction_id), 256), 1, 32)

@@ -12,12 +12,12 @@ from pathlib import Path
 import pyspark.sql.functions as F
 import pytest
 
-from jobs import tables
-from jobs.evaluate import card_number_hits
-from jobs.kafka_admin import ensure_topics
-from jobs.lake import read_table
-from jobs.simulate import SimulationParams, Simulator, produce
 from tests.conftest import REPO, TEST_TOKEN_KEY
+from txwatch.evaluation import card_number_hits
+from txwatch.infra import tables
+from txwatch.infra.kafka_admin import ensure_topics
+from txwatch.lake import read_table
+from txwatch.simulator import SimulationParams, Simulator, produce
 
 pytestmark = pytest.mark.kafka
 

@@ -88,9 +88,26 @@ def test_invalid_transactions_get_every_reason(spark):
         result.select("kafka_offset", "reason"), expected.select("kafka_offset", "reason")
     )
     assert to_bronze_transactions(parsed).select("amount").first().amount == 7.25
-    raws = [r.raw_value for r in result.collect()]
-    assert raws[0] == expected.first().raw_value
-    assert all("4111 1111 1111 1111" not in r and "4111111111111111" not in r for r in raws)
+    raw_by_offset = {r.kafka_offset: r.raw_value for r in result.collect()}
+    assert raw_by_offset[0] == '{"transaction_id": "t-2", "card_number": "****1111", '
+    assert all(
+        "4111 1111 1111 1111" not in r and "4111111111111111" not in r
+        for r in raw_by_offset.values()
+    )
+
+
+def test_quarantined_raw_value_masks_the_holders_name(spark):
+    values = [
+        json.dumps({**GOOD_TX, "name": "Ana Silva", "amount": "lots"}),
+        '{"transaction_id": "t-3", "name": "Jean Dupont", "card_number": "4111',
+    ]
+    parsed = parse_transactions(raw_df(spark, values), TEST_TOKEN_KEY, "1 day")
+    raw_by_offset = {r.kafka_offset: r.raw_value for r in to_quarantine(parsed).collect()}
+    assert set(raw_by_offset) == {0, 1}
+    assert '"name": "****"' in raw_by_offset[0] and "Ana" not in raw_by_offset[0]
+    assert "Silva" not in raw_by_offset[0]
+    assert raw_by_offset[1].startswith('{"transaction_id": "t-3", "name": "****"')
+    assert "Jean" not in raw_by_offset[1] and "Dupont" not in raw_by_offset[1]
 
 
 def test_device_location_validation(spark):

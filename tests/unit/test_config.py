@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.config import ConfigError, load_conf
 from tests.conftest import REPO
+from txwatch.infra.config import ConfigError, load_conf
 
 
 def test_local_and_cluster_configs_load():
@@ -27,7 +27,10 @@ def test_environment_overrides(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("extends: base.yaml\nstream:\n  trigger_intervall: 5 seconds\n", "unknown key"),
+        (
+            "extends: base.yaml\nstream:\n  trigger_intervall: 5 seconds\n",
+            "unknown key.*trigger_intervall \\(did you mean trigger_interval\\?\\)",
+        ),
         ("extends: base.yaml\nimpossible_travel:\n  min_gap_s: soon\n", "must be float"),
         ("extends: nowhere.yaml\n", "not found"),
         ("lake_root: [\n", "not valid YAML"),

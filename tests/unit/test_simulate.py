@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from jobs.simulate import SimulationParams, Simulator, luhn_card_number
+from txwatch.simulator import SimulationParams, Simulator, luhn_card_number
 from udfs.geo import haversine_m_py
 
 

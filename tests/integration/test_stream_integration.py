@@ -9,11 +9,10 @@ import pyspark.sql.functions as F
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from jobs import stream, tables
-from jobs.kafka_admin import ensure_topics
-from jobs.lake import read_table
-from tests.conftest import TEST_TOKEN_KEY
-from tests.kafka_helpers import consume_all, produce
+from tests.integration.kafka_helpers import consume_all, produce, run_pipeline
+from txwatch.infra import tables
+from txwatch.infra.kafka_admin import ensure_topics
+from txwatch.lake import read_table
 from udfs.geo import haversine_m_py
 
 pytestmark = pytest.mark.kafka
@@ -56,11 +55,6 @@ def fixes(device: str, start: datetime, seconds: int, every: int = 10, pos=PARIS
         }
         for s in range(0, seconds, every)
     ]
-
-
-def run_pipeline(spark, conf) -> None:
-    """One --available-now run, as `spark-submit.sh stream --available-now` does it."""
-    stream.run_available_now(spark, conf, TEST_TOKEN_KEY)
 
 
 def table(spark, conf, name):

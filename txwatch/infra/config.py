@@ -7,17 +7,22 @@ test and a cluster: ``TXWATCH_LAKE_ROOT`` and ``TXWATCH_KAFKA_BOOTSTRAP``.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, cast
 
 import yaml
 
+from txwatch.infra.errors import UserError
+from udfs.travel import ImpossibleTravelRule, TravelJoin
+
 DEFAULT_CONF = "conf/local.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration file is missing, malformed or holds an unknown key."""
 
 
@@ -49,17 +54,9 @@ class StreamConf:
     join_before: str
     join_after: str
     max_future_skew: str
-
-
-@dataclass(frozen=True)
-class ImpossibleTravelConf:
-    max_plausible_speed_mps: float
-    min_gap_s: float
-    merchant_location_uncertainty_m: float
-    min_distance_m: float
-    default_location_accuracy_m: float
-    high_severity_score: float
-    medium_severity_score: float
+    max_event_time_lead: str
+    watermark_max_lead: str
+    watermark_max_lag: str
 
 
 @dataclass(frozen=True)
@@ -79,7 +76,8 @@ class Conf:
     lake_root: str
     kafka: KafkaConf
     stream: StreamConf
-    impossible_travel: ImpossibleTravelConf
+    # The rule's parameters are the pure transform's own dataclass.
+    impossible_travel: ImpossibleTravelRule
     privacy: PrivacyConf
     spark: SparkConf
     source: str = ""
@@ -92,9 +90,55 @@ class Conf:
         """The checkpoint folder of the streaming query ``query_name``."""
         return f"{self.lake_root.rstrip('/')}/_checkpoints/{query_name}"
 
+    def travel_join(self) -> TravelJoin:
+        """The join parameters of the impossible-travel transform."""
+        stream = self.stream
+        return TravelJoin(
+            transactions_watermark=stream.transactions_watermark,
+            device_locations_watermark=stream.device_locations_watermark,
+            join_before=stream.join_before,
+            join_after=stream.join_after,
+        )
+
     def kafka_options(self) -> dict[str, str]:
         """Options every Spark Kafka source and sink of this job passes."""
         return {"kafka.bootstrap.servers": self.kafka.bootstrap_servers, **self.kafka.options}
+
+
+_DURATION_UNITS_S = {
+    "microsecond": 1e-6,
+    "millisecond": 1e-3,
+    "second": 1.0,
+    "minute": 60.0,
+    "hour": 3600.0,
+    "day": 86400.0,
+    "week": 604800.0,
+}
+_DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+?)s?\s*(?=\d|$)")
+
+
+def duration_s(text: str) -> float:
+    """Seconds in a Spark interval string such as ``5 minutes`` or ``1 hour 30 minutes``."""
+    total, position, cleaned = 0.0, 0, text.strip().lower()
+    for match in _DURATION_PART.finditer(cleaned):
+        if match.start() != position or match.group(2) not in _DURATION_UNITS_S:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS_S[match.group(2)]
+        position = match.end()
+    else:
+        if position == len(cleaned) and position:
+            return total
+    raise ConfigError(f"{text!r} is not a duration such as '5 minutes' or '1 hour 30 minutes'")
+
+
+def _check_durations(stream: StreamConf) -> None:
+    for spec in fields(stream):
+        if spec.name == "max_files_per_trigger":
+            continue
+        try:
+            duration_s(getattr(stream, spec.name))
+        except ConfigError as err:
+            raise ConfigError(f"conf.stream.{spec.name}: {err}") from None
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +153,10 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(
+            f"config file not found: {path} (the configs are in conf/: local.yaml, "
+            "cluster.yaml; pass one with --conf)"
+        )
     if path in seen:
         raise ConfigError(f"config files extend each other in a loop: {path}")
     try:
@@ -128,13 +175,20 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)}")
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, known, n=1)
+            hints.append(f"{key} (did you mean {close[0]}?)" if close else key)
+        raise ConfigError(
+            f"unknown key(s) in {where}: {', '.join(hints)}; the keys are documented in "
+            "conf/base.yaml"
+        )
     values: dict[str, Any] = {}
     for name, spec in known.items():
         if name not in data:
             if name in ("options", "source"):
                 continue
-            raise ConfigError(f"missing key {where}.{name}")
+            raise ConfigError(f"missing key {where}.{name} (see conf/base.yaml)")
         value = data[name]
         nested = _NESTED.get((cls, name))
         if nested is not None:
@@ -170,7 +224,7 @@ _NESTED: dict[tuple[type, str], type] = {
     (Conf, "kafka"): KafkaConf,
     (KafkaConf, "topics"): Topics,
     (Conf, "stream"): StreamConf,
-    (Conf, "impossible_travel"): ImpossibleTravelConf,
+    (Conf, "impossible_travel"): ImpossibleTravelRule,
     (Conf, "privacy"): PrivacyConf,
     (Conf, "spark"): SparkConf,
 }
@@ -194,4 +248,5 @@ def load_conf(path: str | os.PathLike[str] = DEFAULT_CONF) -> Conf:
         data["lake_root"] = os.path.abspath(root)
     data["source"] = str(conf_path)
     conf: Conf = _build(Conf, data, "conf")
+    _check_durations(conf.stream)
     return conf

@@ -5,8 +5,8 @@ from __future__ import annotations
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
-from jobs import tables
-from jobs.config import Conf
+from txwatch.infra import tables
+from txwatch.infra.config import Conf
 
 
 def table_exists(spark: SparkSession, conf: Conf, table: str) -> bool:
@@ -29,3 +29,9 @@ def register_views(spark: SparkSession, conf: Conf) -> list[str]:
             read_table(spark, conf, table).createOrReplaceTempView(table)
             registered.append(table)
     return registered
+
+
+def split_statements(text: str) -> list[str]:
+    """Statements separated by ``;`` (comment lines starting with ``--`` dropped)."""
+    lines = [line for line in text.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

@@ -10,7 +10,12 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from jobs.config import Conf
+from txwatch.infra.config import Conf
+from txwatch.infra.errors import UserError
+
+
+class BrokerUnavailableError(UserError):
+    """No Kafka bootstrap server accepts connections."""
 
 
 def wait_for_broker(bootstrap_servers: str, timeout_s: float = 30.0) -> None:
@@ -25,7 +30,7 @@ def wait_for_broker(bootstrap_servers: str, timeout_s: float = 30.0) -> None:
             with contextlib.suppress(OSError), socket.create_connection(address, timeout=2.0):
                 return
         if time.monotonic() > deadline:
-            raise RuntimeError(
+            raise BrokerUnavailableError(
                 f"no Kafka broker answers at {bootstrap_servers}; start the local one with "
                 "`scripts/kafka-local.sh start` or point TXWATCH_KAFKA_BOOTSTRAP at yours"
             )
@@ -42,11 +47,14 @@ def topic_names(conf: Conf) -> list[str]:
     return [topics.transactions, topics.device_locations, topics.potential_fraud]
 
 
-def ensure_topics(conf: Conf, recreate: bool = False) -> list[str]:
-    """Create the job's topics that are missing (all of them anew if ``recreate``)."""
+def ensure_topics(conf: Conf, recreate: bool = False, names: list[str] | None = None) -> list[str]:
+    """Create the topics (default: the job's) that are missing; all anew if ``recreate``.
+
+    New topics get the conf's ``kafka.partitions`` and ``kafka.replication_factor``.
+    """
     admin = admin_client(conf.kafka.bootstrap_servers)
+    wanted = names if names is not None else topic_names(conf)
     try:
-        wanted = topic_names(conf)
         if recreate:
             existing = set(admin.list_topics()) & set(wanted)
             if existing:
@@ -64,7 +72,7 @@ def ensure_topics(conf: Conf, recreate: bool = False) -> list[str]:
             _wait_until(lambda: set(missing) <= set(admin.list_topics()), "topic creation")
         return missing
     except KafkaError as err:
-        raise RuntimeError(f"could not create Kafka topics {wanted}: {err}") from err
+        raise UserError(f"could not create Kafka topics {wanted}: {err}") from err
     finally:
         admin.close()
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from jobs.config import Conf
+from txwatch.infra.config import Conf
+from txwatch.infra.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_JARS_DIR = Path(os.environ.get("TXWATCH_SPARK_JARS", REPO_ROOT / ".deps" / "spark-jars"))
 
 
@@ -49,7 +50,7 @@ def create_session(conf: Conf, app_suffix: str, master: str | None = None) -> Sp
     if not os.environ.get("TXWATCH_SUBMITTED"):
         jars = local_jars()
         if not jars:
-            raise RuntimeError(
+            raise UserError(
                 f"no Spark jars in {LOCAL_JARS_DIR}: run `make setup` (scripts/setup.sh) first, "
                 "or start the job with ./spark-submit.sh"
             )

@@ -1,0 +1,111 @@
+"""The Delta tables under ``lake_root``: names, what each holds, and how they are created.
+
+Schemas are declared in ``udfs.schemas`` (the contract); this module adds where each table
+lives and creates the missing ones before any query starts, from the declared schema,
+without running the pipeline on an empty DataFrame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyspark.sql.types as T
+from delta.tables import DeltaTable
+from pyspark.sql import SparkSession
+
+from txwatch.infra.config import Conf
+from udfs import schemas
+
+BRONZE_TRANSACTIONS = "bronze_transactions"
+BRONZE_DEVICE_LOCATIONS = "bronze_device_locations"
+QUARANTINE = "quarantine"
+TRANSACTIONS_ENRICHED = "transactions_enriched"
+ALERTS = "alerts"
+GROUND_TRUTH = "ground_truth"
+PIPELINE_PROGRESS = "pipeline_progress"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: T.StructType
+    description: str
+
+
+TABLES = {
+    spec.name: spec
+    for spec in (
+        TableSpec(
+            BRONZE_TRANSACTIONS,
+            schemas.BRONZE_TRANSACTIONS,
+            "valid transactions as they arrived, card number replaced by card_token/card_last4",
+        ),
+        TableSpec(
+            BRONZE_DEVICE_LOCATIONS,
+            schemas.BRONZE_DEVICE_LOCATIONS,
+            "valid phone location fixes as they arrived",
+        ),
+        TableSpec(
+            QUARANTINE,
+            schemas.QUARANTINE,
+            "records that failed parsing or validation, with every reason; card numbers and "
+            "names masked",
+        ),
+        TableSpec(
+            TRANSACTIONS_ENRICHED,
+            schemas.TRANSACTIONS_ENRICHED,
+            "one row per transaction: its nearest location fix, distance, gap, implied speed",
+        ),
+        TableSpec(ALERTS, schemas.ALERTS, "every detector's alerts, one row per alert_id"),
+        TableSpec(
+            PIPELINE_PROGRESS,
+            schemas.PIPELINE_PROGRESS,
+            "one row per streaming micro-batch: rows, durations, state, watermark",
+        ),
+        TableSpec(
+            GROUND_TRUTH,
+            schemas.GROUND_TRUTH,
+            "the simulator's labels: the scenario behind every simulated transaction",
+        ),
+    )
+}
+
+STREAM_TABLES = (
+    BRONZE_TRANSACTIONS,
+    BRONZE_DEVICE_LOCATIONS,
+    QUARANTINE,
+    TRANSACTIONS_ENRICHED,
+    ALERTS,
+    PIPELINE_PROGRESS,
+)
+ALL_TABLES = tuple(TABLES)
+
+
+def ensure_table(spark: SparkSession, conf: Conf, name: str) -> None:
+    """Create table ``name`` from its declared schema if it is missing.
+
+    A table made by an older version that lacks some declared (nullable) columns gets them
+    added, so a lake survives an upgrade that adds columns.
+    """
+    spec = TABLES[name]
+    path = conf.table_path(name)
+    if not DeltaTable.isDeltaTable(spark, path):
+        (
+            DeltaTable.createIfNotExists(spark)
+            .location(path)
+            .addColumns(spec.schema)
+            .comment(spec.description)
+            .execute()
+        )
+        return
+    existing = set(DeltaTable.forPath(spark, path).toDF().columns)
+    missing = [f for f in spec.schema.fields if f.name not in existing]
+    if missing:
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
+
+
+def ensure_tables(spark: SparkSession, conf: Conf, names: tuple[str, ...] = STREAM_TABLES) -> None:
+    """Create every table in ``names`` that is missing (see ``ensure_table``)."""
+    for name in names:
+        ensure_table(spark, conf, name)

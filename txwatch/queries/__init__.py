@@ -1,0 +1,12 @@
+"""The streaming queries of the pipeline, one module each, and the runner that starts them.
+
+``PIPELINE`` lists them in the order an ``--available-now`` run drains them: a query that
+reads another's output comes after it.
+"""
+
+from __future__ import annotations
+
+from txwatch.queries import enrich, ingest
+from txwatch.queries.base import QuerySpec
+
+PIPELINE: tuple[QuerySpec, ...] = (ingest.QUERY, enrich.QUERY)

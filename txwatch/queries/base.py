@@ -1,0 +1,48 @@
+"""What every streaming query module provides, and what it is given to start.
+
+A query module reads its sources, builds with pure transforms from ``udfs``, writes in a
+``foreachBatch`` function and exposes ``QUERY``: its name, the tables it writes and a
+``start(ctx)`` that is the only place calling ``writeStream``. The runner
+(``txwatch.queries.runner``) starts a list of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
+
+from txwatch.infra.config import Conf
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a query needs to start: the session, the conf, the secrets and the trigger."""
+
+    spark: SparkSession
+    conf: Conf
+    token_key: bytes
+    available_now: bool
+
+    def with_trigger(self, writer: DataStreamWriter) -> DataStreamWriter:
+        """``availableNow`` for a drain-and-stop run, else the conf's processing-time trigger."""
+        if self.available_now:
+            return writer.trigger(availableNow=True)
+        return writer.trigger(processingTime=self.conf.stream.trigger_interval)
+
+    def checkpoint(self, writer: DataStreamWriter, query_name: str) -> DataStreamWriter:
+        """Name the query and give it its checkpoint under ``lake_root``."""
+        return writer.queryName(query_name).option(
+            "checkpointLocation", self.conf.checkpoint_path(query_name)
+        )
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    """A streaming query the runner can start: name, tables it writes, how to start it."""
+
+    name: str
+    writes: tuple[str, ...]
+    start: Callable[[RunContext], StreamingQuery]

@@ -1,0 +1,120 @@
+"""Starts a list of streaming queries, awaits them and stops them cleanly.
+
+Two ways to run:
+
+- ``run_available_now``: drain what Kafka holds now, query after query in list order (a
+  query reading another's output runs after it), then stop;
+- ``run_continuously``: start every query, run until one fails, the process gets SIGTERM
+  or Ctrl-C, or a duration passes; then stop the others between micro-batches.
+
+A failed query is reported as ``QueryFailedError``, naming the query, the cause in one
+line and what to do.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Sequence
+
+from pyspark.errors import StreamingQueryException
+from pyspark.sql.streaming import StreamingQuery
+
+from txwatch.infra.errors import UserError
+from txwatch.infra.progress import ProgressRecorder, WatermarkBounds, progress_row, write_progress
+from txwatch.infra.tables import ensure_tables
+from txwatch.queries.base import QuerySpec, RunContext
+
+
+class QueryFailedError(UserError):
+    """A streaming query stopped with an error."""
+
+    exit_code = 1
+
+    def __init__(self, query_name: str, cause: str, hint: str) -> None:
+        super().__init__(f'query "{query_name}" failed: {cause}. {hint}')
+        self.query_name = query_name
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "desc", None) or error).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(error).__name__
+
+
+def describe_failure(query_name: str, error: BaseException, ctx: RunContext) -> QueryFailedError:
+    """The one-line report of a query's failure, with what to do about it."""
+    text = str(error)
+    bootstrap = ctx.conf.kafka.bootstrap_servers
+    if any(s in text for s in ("TimeoutException", "Broker", "bootstrap", "kafka")):
+        hint = (
+            f"Is the Kafka broker at {bootstrap} up (scripts/kafka-local.sh status)? "
+            "Restart the job once it is: it resumes from its checkpoint, losing nothing"
+        )
+    else:
+        hint = (
+            f"Spark's log above has the details; the job resumes from its checkpoint in "
+            f"{ctx.conf.checkpoint_path(query_name)} when restarted"
+        )
+    return QueryFailedError(query_name, _first_line(error), hint)
+
+
+def run_available_now(ctx: RunContext, queries: Sequence[QuerySpec]) -> None:
+    """Run each query with an ``availableNow`` trigger until it has drained its input."""
+    assert ctx.available_now, "run_available_now needs a RunContext with available_now=True"
+    ensure_tables(ctx.spark, ctx.conf)
+    bounds = WatermarkBounds.from_conf(ctx.conf)
+    for spec in queries:
+        query = spec.start(ctx)
+        try:
+            query.awaitTermination()
+        except StreamingQueryException as err:
+            raise describe_failure(spec.name, err, ctx) from err
+        finally:
+            rows = [progress_row(p, bounds) for p in query.recentProgress]
+            write_progress(ctx.spark, ctx.conf, rows)
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_continuously(
+    ctx: RunContext,
+    queries: Sequence[QuerySpec],
+    recorder: ProgressRecorder,
+    duration_s: float | None = None,
+    flush_every_s: int = 30,
+) -> None:
+    """Run every query until one stops or fails, SIGTERM/Ctrl-C, or ``duration_s`` passes.
+
+    Progress rows are written to ``pipeline_progress`` every ``flush_every_s`` seconds.
+    """
+    ensure_tables(ctx.spark, ctx.conf)
+    started: dict[str, StreamingQuery] = {}
+    # A SIGTERM (docker stop, YARN/Kubernetes shutdown) stops the queries between batches.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    deadline = None if duration_s is None else time.monotonic() + duration_s
+    try:
+        for spec in queries:
+            started[spec.name] = spec.start(ctx)
+        while all(q.isActive for q in started.values()):
+            wait_s = float(flush_every_s)
+            if deadline is not None:
+                wait_s = min(wait_s, max(deadline - time.monotonic(), 0.0))
+            # awaitAnyTermination re-raises a failed query's exception.
+            ctx.spark.streams.awaitAnyTermination(max(int(wait_s), 1))
+            recorder.flush(ctx.spark, ctx.conf)
+            if deadline is not None and time.monotonic() >= deadline:
+                print("stream: duration reached, stopping the queries", flush=True)
+                break
+    except StreamingQueryException as err:
+        failed = next((name for name, q in started.items() if q.exception() is not None), "unknown")
+        raise describe_failure(failed, err, ctx) from err
+    except KeyboardInterrupt:
+        print("stream: stopping the queries", flush=True)
+    finally:
+        for query in started.values():
+            if query.isActive:
+                query.stop()
+        recorder.flush(ctx.spark, ctx.conf)

@@ -1,0 +1,119 @@
+"""The schema of every Delta table: the contract between the pipeline and its readers.
+
+Declared here once. The transforms that write a table end in a ``select`` giving exactly
+this schema (tests check it), the job creates the tables from it before any query starts,
+and readers (notebooks, SQL, the evaluation) can rely on it.
+"""
+
+from __future__ import annotations
+
+import pyspark.sql.types as T
+
+from udfs.alerts import ALERT_SCHEMA
+
+
+def _schema(*columns: tuple[str, T.DataType]) -> T.StructType:
+    return T.StructType([T.StructField(name, data_type) for name, data_type in columns])
+
+
+STRING, DOUBLE, LONG, INT = T.StringType(), T.DoubleType(), T.LongType(), T.IntegerType()
+TIMESTAMP, BOOLEAN = T.TimestampType(), T.BooleanType()
+
+KAFKA_COLUMNS = (
+    ("kafka_topic", STRING),
+    ("kafka_partition", INT),
+    ("kafka_offset", LONG),
+    ("kafka_timestamp", TIMESTAMP),
+)
+
+# A transaction as the pipeline carries it: the input fields, the card number replaced by
+# its token and last four digits.
+TRANSACTION_COLUMNS = (
+    ("transaction_id", STRING),
+    ("user_id", STRING),
+    ("card_token", STRING),
+    ("card_last4", STRING),
+    ("device_id", STRING),
+    ("name", STRING),
+    ("merchant_id", STRING),
+    ("merchant", STRING),
+    ("merchant_category", STRING),
+    ("amount", DOUBLE),
+    ("currency", STRING),
+    ("status", STRING),
+    ("channel", STRING),
+    ("latitude", DOUBLE),
+    ("longitude", DOUBLE),
+    ("event_time", TIMESTAMP),
+)
+
+BRONZE_TRANSACTIONS = _schema(*TRANSACTION_COLUMNS, *KAFKA_COLUMNS, ("ingested_at", TIMESTAMP))
+
+BRONZE_DEVICE_LOCATIONS = _schema(
+    ("device_id", STRING),
+    ("latitude", DOUBLE),
+    ("longitude", DOUBLE),
+    ("altitude", DOUBLE),
+    ("speed_mps", DOUBLE),
+    ("horizontal_accuracy_m", DOUBLE),
+    ("event_time", TIMESTAMP),
+    *KAFKA_COLUMNS,
+    ("ingested_at", TIMESTAMP),
+)
+
+QUARANTINE = _schema(
+    *KAFKA_COLUMNS,
+    ("kafka_key", STRING),
+    ("raw_value", STRING),
+    ("reason", STRING),
+    ("quarantined_at", TIMESTAMP),
+)
+
+TRANSACTIONS_ENRICHED = _schema(
+    *[c for c in TRANSACTION_COLUMNS if c[0] != "name"],
+    ("has_location", BOOLEAN),
+    ("location_event_time", TIMESTAMP),
+    ("location_latitude", DOUBLE),
+    ("location_longitude", DOUBLE),
+    ("location_accuracy_m", DOUBLE),
+    ("location_speed_mps", DOUBLE),
+    ("distance_m", DOUBLE),
+    ("gap_s", DOUBLE),
+    ("implied_speed_mps", DOUBLE),
+    ("max_implied_speed_mps", DOUBLE),
+)
+
+ALERTS = ALERT_SCHEMA
+
+PIPELINE_PROGRESS = _schema(
+    ("query_name", STRING),
+    ("run_id", STRING),
+    ("batch_id", LONG),
+    ("batch_time", STRING),
+    ("num_input_rows", LONG),
+    ("input_rows_per_second", DOUBLE),
+    ("processed_rows_per_second", DOUBLE),
+    ("batch_duration_ms", LONG),
+    ("state_rows", LONG),
+    ("rows_dropped_by_watermark", LONG),
+    ("watermark", STRING),
+    # Wall clock at the batch minus its watermark, in seconds (negative: ahead of the clock).
+    ("watermark_lag_s", DOUBLE),
+    # ahead_of_wall_clock / behind_wall_clock when the lag is outside the configured bounds.
+    ("watermark_warning", STRING),
+)
+
+GROUND_TRUTH = _schema(
+    ("transaction_id", STRING),
+    ("user_id", STRING),
+    ("device_id", STRING),
+    ("scenario", STRING),
+    ("detail", STRING),
+    ("topic", STRING),
+    ("event_time", TIMESTAMP),
+    ("delay_s", DOUBLE),
+)
+
+
+def column_names(schema: T.StructType) -> tuple[str, ...]:
+    return tuple(schema.fieldNames())
