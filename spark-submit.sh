@@ -4,7 +4,7 @@
 #   ./spark-submit.sh <job> [job arguments...]
 #   ./spark-submit.sh --master spark://host:7077 stream --conf conf/cluster.yaml
 #
-# Jobs: stream, simulate, replay, evaluate, sql. `./spark-submit.sh <job> --help` lists a
+# Jobs: stream, simulate, replay, evaluate, sql, maintain. `./spark-submit.sh <job> --help` lists a
 # job's arguments.
 #
 # Options before the job name:
@@ -22,7 +22,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-JOBS=(stream simulate replay evaluate sql)
+JOBS=(stream simulate replay evaluate sql maintain)
 
 usage() {
   sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -82,7 +82,25 @@ with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as zf:
             zf.write(path)
 PY
 )
-CONF_FILES="$(ls "$ROOT"/conf/*.yaml | paste -sd, -)"
+CONF_FILES="$(ls "$ROOT"/conf/*.yaml "$ROOT"/conf/fairscheduler.xml | paste -sd, -)"
+
+# The driver's heap must be set before its JVM starts: spark.driver.memory from the job's
+# config (spark.options) goes to --driver-memory; set in the session builder it is ignored.
+JOB_CONF="conf/local.yaml"
+prev=""
+for arg in "$@"; do
+  [[ "$prev" == "--conf" ]] && JOB_CONF="$arg"
+  [[ "$arg" == --conf=* ]] && JOB_CONF="${arg#--conf=}"
+  prev="$arg"
+done
+DRIVER_MEMORY_OPTS=()
+PYTHON_FOR_CONF="$ROOT/.venv/bin/python"
+[[ -x "$PYTHON_FOR_CONF" ]] || PYTHON_FOR_CONF=python3
+if DRIVER_MEMORY="$(cd "$ROOT" && PYTHONPATH="$ROOT" "$PYTHON_FOR_CONF" -c \
+    'import sys; from txwatch.infra.config import load_conf; print(load_conf(sys.argv[1]).spark.options.get("spark.driver.memory", ""))' \
+    "$JOB_CONF" 2>/dev/null)" && [[ -n "$DRIVER_MEMORY" ]]; then
+  DRIVER_MEMORY_OPTS=(--driver-memory "$DRIVER_MEMORY")
+fi
 
 LOG4J="${TXWATCH_LOG4J:-$ROOT/conf/log4j2.properties}"
 if [[ "$MASTER" == local* ]]; then
@@ -102,6 +120,7 @@ exec "$SUBMIT" \
   --conf spark.sql.session.timeZone=UTC \
   --driver-java-options "-Dlog4j2.configurationFile=file:$LOG4J" \
   --conf "spark.executorEnv.TXWATCH_SUBMITTED=1" \
+  ${DRIVER_MEMORY_OPTS[@]+"${DRIVER_MEMORY_OPTS[@]}"} \
   ${SPARK_CONFS[@]+"${SPARK_CONFS[@]}"} \
   ${SPARK_SUBMIT_OPTS_EXTRA:-} \
   "$ROOT/jobs/$JOB.py" "$@"

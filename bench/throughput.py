@@ -1,6 +1,6 @@
 """Throughput benchmark: how fast the stream job drains a Kafka backlog, next to the ceiling.
 
-    .venv/bin/python -m bench.throughput [--transactions 1000000] [--keep-data]
+    .venv/bin/python -m bench.throughput [--transactions 1000000] [--keep-data] [--skip-baseline]
     make bench BENCH_ARGS="--transactions 200000"
 
 1. Start the local broker (``scripts/kafka-local.sh start``) unless one already answers; stop
@@ -15,7 +15,12 @@
    availableNow.
 4. End to end: ``txwatch.queries.runner.run_available_now`` on a fresh lake ``.bench/lake``,
    exactly what ``./spark-submit.sh stream --available-now`` runs: ingest, then enrich.
-5. Print the results, with per-phase times from ``pipeline_progress`` and table row counts.
+5. Baseline (unless ``--skip-baseline``): the plain Python loop of ``bench.baseline`` (one
+   kafka-python consumer, ``json.loads``, a dict of the latest fix per device, the
+   impossible-travel rule) on the same backlog.
+6. Print the results, with per-phase times from ``pipeline_progress`` and table row counts,
+   then the three rates side by side and whether the bar is met: end to end at least 25 %
+   of the ceiling and faster than the baseline.
 
 The settings come from ``conf/bench.yaml`` (larger micro-batches than a laptop's live run);
 the lake and topic names are always the benchmark's own. Without ``--keep-data`` the topics
@@ -46,6 +51,7 @@ from typing import TYPE_CHECKING
 from kafka import KafkaConsumer, TopicPartition
 from pyspark.sql import SparkSession
 
+from bench.baseline import BaselineResult, run_baseline
 from txwatch.infra import tables
 from txwatch.infra.config import Conf, Topics, load_conf
 from txwatch.infra.kafka_admin import admin_client, ensure_topics, topic_names, wait_for_broker
@@ -76,6 +82,8 @@ BENCH_TOPICS = Topics(
 BENCH_TOKEN_KEY = b"txwatch-bench-token-key (not a secret)"
 PRODUCERS = 2
 PROGRESS_EVERY_S = 5.0
+# The bar: end to end reaches this share of the ceiling and beats the baseline.
+BAR_SHARE_OF_CEILING = 0.25
 REPORTED_TABLES = (
     tables.BRONZE_TRANSACTIONS,
     tables.BRONZE_DEVICE_LOCATIONS,
@@ -551,8 +559,8 @@ def _jvm_row(name: str, usage: JvmUsage, note: str = "") -> tuple[str, str, str]
     return f"driver JVM, {name}", cores, f"busy on average; peak RSS {rss}{note}"
 
 
-def report(conf: Conf, backlog: Backlog, m: Measurements) -> str:
-    """The results as a table: what, how much, details."""
+def report(conf: Conf, backlog: Backlog, m: Measurements, baseline: BaselineResult | None) -> str:
+    """The results as a table (what, how much, details), then the rates side by side."""
     ceiling, pipeline, enrich = m.ceiling, m.pipeline, m.pipeline.enrich
     loaded = f"{backlog.transactions:,} transactions + {backlog.locations:,} locations; " + (
         f"loaded in {backlog.load_s:.0f} s ({backlog.records / backlog.load_s:,.0f} rec/s)"
@@ -574,6 +582,7 @@ def report(conf: Conf, backlog: Backlog, m: Measurements) -> str:
             f"{pipeline.events:,} events read from Kafka in {pipeline.seconds:.1f} s wall",
         ),
         ("end-to-end / ceiling", f"{pipeline.rate / ceiling.rate:.1%}", ""),
+        *([("baseline", f"{baseline.rate:,.0f} events/s", baseline.summary())] if baseline else []),
         _phase_row("ingest", pipeline.ingest),
         _phase_row("enrich", enrich),
         (
@@ -604,7 +613,46 @@ def report(conf: Conf, backlog: Backlog, m: Measurements) -> str:
         lines.append(
             f"WARNING: ingest read {pipeline.events:,} records, the topics hold {backlog.records:,}"
         )
-    return "\n".join(lines)
+    if baseline and baseline.records != backlog.records:
+        lines.append(
+            f"WARNING: the baseline read {baseline.records:,} records, "
+            f"the topics hold {backlog.records:,}"
+        )
+    return "\n".join([*lines, "", *rates_section(ceiling, pipeline, baseline)])
+
+
+def rates_section(
+    ceiling: Ceiling, pipeline: Pipeline, baseline: BaselineResult | None
+) -> list[str]:
+    """Ceiling, end to end and baseline rates with their ratios, and the bar."""
+    versus = f"({pipeline.rate / baseline.rate:.2f}x the baseline)" if baseline else ""
+    rows = [
+        ("ceiling", "Kafka -> noop", ceiling.rate, ""),
+        ("txwatch", "end to end", pipeline.rate, versus),
+    ]
+    if baseline:
+        rows.append(("baseline", "plain Python loop", baseline.rate, ""))
+    name_w = max(len(r[0]) for r in rows)
+    labels = [f"{name:<{name_w}} {what}" for name, what, _, _ in rows]
+    values = [f"{rate:,.0f}" for _, _, rate, _ in rows]
+    shares = [f"{rate / ceiling.rate:.1%}".replace("%", " %") for _, _, rate, _ in rows]
+    label_w = max(len(x) for x in [*labels, "rates (events/s)"])
+    value_w = max(len(x) for x in [*values, "value"])
+    share_w = max(len(x) for x in shares)
+    lines = [f"{'rates (events/s)':<{label_w}}  {'value':>{value_w}}  vs ceiling"]
+    lines += [
+        f"{label:<{label_w}}  {value:>{value_w}}  {share:>{share_w}}   {note}".rstrip()
+        for label, value, share, (_, _, _, note) in zip(labels, values, shares, rows, strict=True)
+    ]
+    share_met = pipeline.rate >= BAR_SHARE_OF_CEILING * ceiling.rate
+    bar = f"bar: end to end >= {BAR_SHARE_OF_CEILING:.0%} of the ceiling"
+    if baseline is None:
+        verdict = "met" if share_met else "NOT met"
+        lines.append(f"{bar}: {verdict} (the baseline part not judged: --skip-baseline)")
+    else:
+        verdict = "met" if share_met and pipeline.rate > baseline.rate else "NOT met"
+        lines.append(f"{bar} and faster than the baseline: {verdict}")
+    return lines
 
 
 def _relative(path: str) -> str:
@@ -636,6 +684,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--keep-data",
         action="store_true",
         help="reuse a matching backlog and keep the topics and bench lake afterwards",
+    )
+    parser.add_argument(
+        "--skip-baseline",
+        action="store_true",
+        help="do not run the plain Python baseline (bench.baseline) after Spark",
     )
     parser.add_argument(
         "--conf", default=str(DEFAULT_CONF), help="YAML config (default conf/bench.yaml)"
@@ -689,8 +742,9 @@ def main(argv: list[str] | None = None) -> int:
     with local_broker(conf.kafka.bootstrap_servers):
         backlog = prepare_backlog(conf, args.transactions, args.keep_data)
         measurements = run_spark_measurements(conf, key)
+        baseline = None if args.skip_baseline else run_baseline(conf, backlog.records)
         print()
-        print(report(conf, backlog, measurements), flush=True)
+        print(report(conf, backlog, measurements, baseline), flush=True)
         print()
         if not args.keep_data:
             clean_up(conf)

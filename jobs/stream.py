@@ -19,7 +19,7 @@ from txwatch.infra.progress import ProgressRecorder, WatermarkBounds
 from txwatch.infra.session import create_session
 from txwatch.queries import PIPELINE
 from txwatch.queries.base import RunContext
-from txwatch.queries.runner import run_available_now, run_continuously
+from txwatch.queries.runner import QueryFailedError, run_available_now, run_continuously
 from udfs.privacy import token_key_from_env
 
 PROG = "stream"
@@ -68,10 +68,16 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     started = time.monotonic()
-    if args.available_now:
-        run_available_now(ctx, PIPELINE)
-    else:
-        run_continuously(ctx, PIPELINE, recorder, duration_s=run_for_s)
+    try:
+        if args.available_now:
+            run_available_now(ctx, PIPELINE)
+        else:
+            run_continuously(ctx, PIPELINE, recorder, run_for_s=run_for_s)
+    except QueryFailedError:
+        # Stop Spark first, so the one-line report is the last thing the user sees.
+        spark.streams.removeListener(recorder)
+        spark.stop()
+        raise
     print(f"stream: done in {time.monotonic() - started:.0f} s", flush=True)
     return 0
 

@@ -94,9 +94,12 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, kaf
     job = start_job(conf_path)
     try:
         deadline = time.monotonic() + 240
-        # Kill once enrich has MERGEd data (version 0 is the empty table) and ingest is
-        # mid-backlog.
-        while delta_versions(Path(conf.table_path(tables.TRANSACTIONS_ENRICHED))) < 2:
+        # Kill once enrich has MERGEd data (version 0 is the empty table) and ingest has
+        # committed a micro-batch and is mid-backlog.
+        while (
+            delta_versions(Path(conf.table_path(tables.TRANSACTIONS_ENRICHED))) < 2
+            or committed_batches(Path(conf.checkpoint_path("ingest"))) < 1
+        ):
             assert job.poll() is None, job.stdout.read()
             assert time.monotonic() < deadline, "the job made no progress in 240 s"
             time.sleep(0.5)

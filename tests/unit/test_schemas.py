@@ -6,9 +6,8 @@ import pyspark.sql.types as T
 
 from tests.conftest import TEST_TOKEN_KEY
 from txwatch.infra import tables
-from txwatch.queries import enrich, ingest
+from txwatch.queries import ingest, travel
 from udfs import schemas
-from udfs.eventtime import with_watermark_time
 from udfs.records import RAW_KAFKA_SCHEMA
 from udfs.travel import impossible_travel_alerts, nearest_location_per_transaction
 
@@ -26,11 +25,8 @@ def test_every_stream_table_has_the_declared_schema(spark, conf):
     )
     assert shape(outputs.quarantine_df.schema) == shape(schemas.QUARANTINE)
 
-    lead = conf.stream.max_event_time_lead
-    metrics_df = enrich.build(
-        with_watermark_time(outputs.bronze_transactions_df, lead),
-        with_watermark_time(outputs.bronze_device_locations_df, lead),
-        conf,
+    metrics_df = travel.build_pairs(
+        outputs.bronze_transactions_df, outputs.bronze_device_locations_df, conf
     )
     assert shape(nearest_location_per_transaction(metrics_df).schema) == shape(
         schemas.TRANSACTIONS_ENRICHED

@@ -48,6 +48,7 @@ class KafkaConf:
 @dataclass(frozen=True)
 class StreamConf:
     trigger_interval: str
+    alert_trigger_interval: str
     max_files_per_trigger: int
     transactions_watermark: str
     device_locations_watermark: str
@@ -57,6 +58,12 @@ class StreamConf:
     max_event_time_lead: str
     watermark_max_lead: str
     watermark_max_lag: str
+
+
+@dataclass(frozen=True)
+class DeltaConf:
+    maintenance_interval: str
+    table_properties: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,7 @@ class Conf:
     stream: StreamConf
     # The rule's parameters are the pure transform's own dataclass.
     impossible_travel: ImpossibleTravelRule
+    delta: DeltaConf
     privacy: PrivacyConf
     spark: SparkConf
     source: str = ""
@@ -131,14 +139,18 @@ def duration_s(text: str) -> float:
     raise ConfigError(f"{text!r} is not a duration such as '5 minutes' or '1 hour 30 minutes'")
 
 
-def _check_durations(stream: StreamConf) -> None:
-    for spec in fields(stream):
-        if spec.name == "max_files_per_trigger":
-            continue
+def _check_durations(conf: Conf) -> None:
+    where_values = [
+        (f"conf.stream.{spec.name}", getattr(conf.stream, spec.name))
+        for spec in fields(conf.stream)
+        if spec.name != "max_files_per_trigger"
+    ]
+    where_values.append(("conf.delta.maintenance_interval", conf.delta.maintenance_interval))
+    for where, value in where_values:
         try:
-            duration_s(getattr(stream, spec.name))
+            duration_s(value)
         except ConfigError as err:
-            raise ConfigError(f"conf.stream.{spec.name}: {err}") from None
+            raise ConfigError(f"{where}: {err}") from None
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -186,7 +198,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     values: dict[str, Any] = {}
     for name, spec in known.items():
         if name not in data:
-            if name in ("options", "source"):
+            if name in ("options", "source", "table_properties"):
                 continue
             raise ConfigError(f"missing key {where}.{name} (see conf/base.yaml)")
         value = data[name]
@@ -195,7 +207,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}.{name} must be a mapping")
             value = _build(nested, value, f"{where}.{name}")
-        elif name == "options":
+        elif name in ("options", "table_properties"):
             value = {str(k): str(v) for k, v in (value or {}).items()}
         elif spec.type in ("int", "float", "bool", "str"):
             value = _coerce(value, spec.type, f"{where}.{name}")
@@ -225,6 +237,7 @@ _NESTED: dict[tuple[type, str], type] = {
     (KafkaConf, "topics"): Topics,
     (Conf, "stream"): StreamConf,
     (Conf, "impossible_travel"): ImpossibleTravelRule,
+    (Conf, "delta"): DeltaConf,
     (Conf, "privacy"): PrivacyConf,
     (Conf, "spark"): SparkConf,
 }
@@ -248,5 +261,5 @@ def load_conf(path: str | os.PathLike[str] = DEFAULT_CONF) -> Conf:
         data["lake_root"] = os.path.abspath(root)
     data["source"] = str(conf_path)
     conf: Conf = _build(Conf, data, "conf")
-    _check_durations(conf.stream)
+    _check_durations(conf)
     return conf

@@ -11,18 +11,35 @@ import glob
 import os
 from pathlib import Path
 
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from txwatch.infra.config import Conf
 from txwatch.infra.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+FAIR_SCHEDULER_FILE = REPO_ROOT / "conf" / "fairscheduler.xml"
 LOCAL_JARS_DIR = Path(os.environ.get("TXWATCH_SPARK_JARS", REPO_ROOT / ".deps" / "spark-jars"))
 
 
 def local_jars() -> list[str]:
     """The Kafka connector and Delta jars resolved by ``scripts/setup.sh``."""
     return sorted(glob.glob(str(LOCAL_JARS_DIR / "*.jar")))
+
+
+def _set_driver_memory(conf: Conf) -> None:
+    """Give a driver started from plain Python the heap ``spark.driver.memory`` asks for.
+
+    The driver's JVM is already running when the session builder applies its settings, so
+    ``spark.driver.memory`` there is ignored; PySpark starts the JVM with the options in
+    ``PYSPARK_SUBMIT_ARGS``, so it goes there (``spark-submit.sh`` passes --driver-memory).
+    """
+    memory = conf.spark.options.get("spark.driver.memory")
+    if not memory or SparkContext._active_spark_context is not None:
+        return
+    existing = os.environ.get("PYSPARK_SUBMIT_ARGS", "pyspark-shell")
+    if "--driver-memory" not in existing:
+        os.environ["PYSPARK_SUBMIT_ARGS"] = f"--driver-memory {memory} {existing}"
 
 
 def create_session(conf: Conf, app_suffix: str, master: str | None = None) -> SparkSession:
@@ -41,6 +58,12 @@ def create_session(conf: Conf, app_suffix: str, master: str | None = None) -> Sp
             "spark.sql.streaming.stateStore.providerClass",
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
         )
+        # Only the changes of a micro-batch go to the checkpoint, not a RocksDB snapshot:
+        # commits stay short however large the join state is.
+        .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
+        # Queries run their jobs in scheduler pools (conf/fairscheduler.xml) so the alert
+        # path is not queued behind a table writer's commit.
+        .config("spark.scheduler.mode", "FAIR")
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
         # query.recentProgress feeds pipeline_progress after an --available-now run.
         .config("spark.sql.streaming.numRecentProgressUpdates", "1000")
@@ -48,6 +71,7 @@ def create_session(conf: Conf, app_suffix: str, master: str | None = None) -> Sp
     if master:
         builder = builder.master(master)
     if not os.environ.get("TXWATCH_SUBMITTED"):
+        _set_driver_memory(conf)
         jars = local_jars()
         if not jars:
             raise UserError(
@@ -56,6 +80,8 @@ def create_session(conf: Conf, app_suffix: str, master: str | None = None) -> Sp
             )
         builder = builder.config("spark.jars", ",".join(jars))
         builder = builder.master(master or os.environ.get("SPARK_MASTER", "local[*]"))
+    if FAIR_SCHEDULER_FILE.is_file():
+        builder = builder.config("spark.scheduler.allocation.file", str(FAIR_SCHEDULER_FILE))
     for key, value in conf.spark.options.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

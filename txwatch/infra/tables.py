@@ -89,20 +89,29 @@ def ensure_table(spark: SparkSession, conf: Conf, name: str) -> None:
     """
     spec = TABLES[name]
     path = conf.table_path(name)
+    properties = conf.delta.table_properties
     if not DeltaTable.isDeltaTable(spark, path):
-        (
+        builder = (
             DeltaTable.createIfNotExists(spark)
             .location(path)
             .addColumns(spec.schema)
             .comment(spec.description)
-            .execute()
         )
+        for key, value in properties.items():
+            builder = builder.property(key, value)
+        builder.execute()
         return
-    existing = set(DeltaTable.forPath(spark, path).toDF().columns)
+    table = DeltaTable.forPath(spark, path)
+    existing = set(table.toDF().columns)
     missing = [f for f in spec.schema.fields if f.name not in existing]
     if missing:
         columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
         spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
+    current = table.detail().collect()[0].properties
+    changed = {k: v for k, v in properties.items() if current.get(k) != v}
+    if changed:
+        settings = ", ".join(f"'{k}' = '{v}'" for k, v in changed.items())
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({settings})")
 
 
 def ensure_tables(spark: SparkSession, conf: Conf, names: tuple[str, ...] = STREAM_TABLES) -> None:

@@ -16,6 +16,10 @@ from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from txwatch.infra.config import Conf
 
+# Scheduler pools (conf/fairscheduler.xml): the alert path and the table writers.
+ALERTS_POOL = "alerts"
+TABLES_POOL = "tables"
+
 
 @dataclass(frozen=True)
 class RunContext:
@@ -26,17 +30,31 @@ class RunContext:
     token_key: bytes
     available_now: bool
 
-    def with_trigger(self, writer: DataStreamWriter) -> DataStreamWriter:
-        """``availableNow`` for a drain-and-stop run, else the conf's processing-time trigger."""
+    def with_trigger(
+        self, writer: DataStreamWriter, interval: str | None = None
+    ) -> DataStreamWriter:
+        """``availableNow`` for a drain-and-stop run, else a processing-time trigger.
+
+        ``interval`` defaults to ``stream.trigger_interval``.
+        """
         if self.available_now:
             return writer.trigger(availableNow=True)
-        return writer.trigger(processingTime=self.conf.stream.trigger_interval)
+        return writer.trigger(processingTime=interval or self.conf.stream.trigger_interval)
 
     def checkpoint(self, writer: DataStreamWriter, query_name: str) -> DataStreamWriter:
         """Name the query and give it its checkpoint under ``lake_root``."""
         return writer.queryName(query_name).option(
             "checkpointLocation", self.conf.checkpoint_path(query_name)
         )
+
+    def start(self, writer: DataStreamWriter, pool: str = TABLES_POOL) -> StreamingQuery:
+        """Start the query with its jobs in scheduler pool ``pool``."""
+        context = self.spark.sparkContext
+        context.setLocalProperty("spark.scheduler.pool", pool)
+        try:
+            return writer.start()
+        finally:
+            context.setLocalProperty("spark.scheduler.pool", None)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ def start(ctx: RunContext) -> StreamingQuery:
     writer = read(ctx.spark, ctx.conf).writeStream.foreachBatch(
         batch_writer(ctx.conf, ctx.token_key)
     )
-    return ctx.with_trigger(ctx.checkpoint(writer, NAME)).start()
+    return ctx.start(ctx.with_trigger(ctx.checkpoint(writer, NAME)))
 
 
 QUERY = QuerySpec(

@@ -13,6 +13,7 @@ line and what to do.
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from collections.abc import Sequence
@@ -20,7 +21,9 @@ from collections.abc import Sequence
 from pyspark.errors import StreamingQueryException
 from pyspark.sql.streaming import StreamingQuery
 
+from txwatch.infra.config import duration_s
 from txwatch.infra.errors import UserError
+from txwatch.infra.maintenance import maintain_tables
 from txwatch.infra.progress import ProgressRecorder, WatermarkBounds, progress_row, write_progress
 from txwatch.infra.tables import ensure_tables
 from txwatch.queries.base import QuerySpec, RunContext
@@ -36,10 +39,18 @@ class QueryFailedError(UserError):
         self.query_name = query_name
 
 
+# Spark wraps the cause in "[STREAM_FAILED] Query [id = ..., runId = ...] terminated with
+# exception: <cause> SQLSTATE: XXKST"; the query is named by us, by name, not by UUID.
+_SPARK_WRAPPER = re.compile(r"^\[STREAM_FAILED\] Query \[[^\]]*\] terminated with exception: ")
+_SQLSTATE = re.compile(r"\s*SQLSTATE: \w+\s*$")
+
+
 def _first_line(error: BaseException) -> str:
     text = str(getattr(error, "desc", None) or error).strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(error).__name__
+    if not lines:
+        return type(error).__name__
+    return _SQLSTATE.sub("", _SPARK_WRAPPER.sub("", lines[0]))[:300]
 
 
 def describe_failure(query_name: str, error: BaseException, ctx: RunContext) -> QueryFailedError:
@@ -83,18 +94,20 @@ def run_continuously(
     ctx: RunContext,
     queries: Sequence[QuerySpec],
     recorder: ProgressRecorder,
-    duration_s: float | None = None,
+    run_for_s: float | None = None,
     flush_every_s: int = 30,
 ) -> None:
-    """Run every query until one stops or fails, SIGTERM/Ctrl-C, or ``duration_s`` passes.
+    """Run every query until one stops or fails, SIGTERM/Ctrl-C, or ``run_for_s`` passes.
 
     Progress rows are written to ``pipeline_progress`` every ``flush_every_s`` seconds.
     """
     ensure_tables(ctx.spark, ctx.conf)
+    maintenance_every_s = duration_s(ctx.conf.delta.maintenance_interval)
+    next_maintenance = time.monotonic() + maintenance_every_s
     started: dict[str, StreamingQuery] = {}
     # A SIGTERM (docker stop, YARN/Kubernetes shutdown) stops the queries between batches.
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    deadline = None if duration_s is None else time.monotonic() + duration_s
+    deadline = None if run_for_s is None else time.monotonic() + run_for_s
     try:
         for spec in queries:
             started[spec.name] = spec.start(ctx)
@@ -105,6 +118,9 @@ def run_continuously(
             # awaitAnyTermination re-raises a failed query's exception.
             ctx.spark.streams.awaitAnyTermination(max(int(wait_s), 1))
             recorder.flush(ctx.spark, ctx.conf)
+            if time.monotonic() >= next_maintenance:
+                maintain_tables(ctx.spark, ctx.conf, compact=False)
+                next_maintenance = time.monotonic() + maintenance_every_s
             if deadline is not None and time.monotonic() >= deadline:
                 print("stream: duration reached, stopping the queries", flush=True)
                 break

@@ -1,0 +1,91 @@
+"""Query ``travel``: Kafka -> impossible-travel alerts, within seconds of the payment.
+
+The alert path does not wait for a Delta commit: it reads the input topics itself, parses
+and validates each record exactly as ``ingest`` does (the same pure transforms, so it sees
+exactly the records bronze gets), joins each transaction to its device's location fixes
+(a watermarked stream-stream join on ``watermark_time``, see ``udfs.eventtime``) and hands
+every detector's alerts on the transaction/fix pairs to the alert sink, which publishes
+them to Kafka before storing them in Delta.
+
+A detector of single transactions is a transform ``(pairs_df, conf) -> alerts`` shaped by
+``udfs.alerts.to_alerts``: list it in ``DETECTORS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import reduce
+
+from pyspark.sql import DataFrame
+from pyspark.sql.streaming import StreamingQuery
+
+from txwatch.infra import tables
+from txwatch.infra.alert_sink import AlertSink
+from txwatch.infra.config import Conf
+from txwatch.queries import ingest
+from txwatch.queries.base import ALERTS_POOL, QuerySpec, RunContext
+from udfs.eventtime import with_watermark_time
+from udfs.records import to_bronze_device_locations, to_bronze_transactions
+from udfs.travel import (
+    impossible_travel_alerts,
+    join_transactions_to_locations,
+    with_travel_metrics,
+)
+
+NAME = "travel"
+
+Detector = Callable[[DataFrame, Conf], DataFrame]
+
+DETECTORS: tuple[Detector, ...] = (
+    lambda pairs_df, conf: impossible_travel_alerts(pairs_df, conf.impossible_travel),
+)
+
+
+def build_pairs(transactions_df: DataFrame, locations_df: DataFrame, conf: Conf) -> DataFrame:
+    """Transaction/fix pairs with distance, gap and implied speed (one row per pair).
+
+    Both inputs are bronze-shaped (valid records only); ``watermark_time`` is added here.
+    """
+    lead = conf.stream.max_event_time_lead
+    pairs_df = join_transactions_to_locations(
+        with_watermark_time(transactions_df, lead),
+        with_watermark_time(locations_df, lead),
+        conf.travel_join(),
+    )
+    return with_travel_metrics(pairs_df, conf.impossible_travel)
+
+
+def build(raw_df: DataFrame, conf: Conf, token_key: bytes) -> DataFrame:
+    """Raw Kafka rows -> transaction/fix pairs, from the valid records only."""
+    parsed = ingest.parse_batch(raw_df, conf, token_key)
+    return build_pairs(
+        to_bronze_transactions(parsed.transactions_df),
+        to_bronze_device_locations(parsed.device_locations_df),
+        conf,
+    )
+
+
+def batch_writer(sink: AlertSink, conf: Conf) -> Callable[[DataFrame, int], None]:
+    """The ``foreachBatch`` function: every detector's alerts to the sink."""
+
+    def write_travel_batch(pairs_df: DataFrame, batch_id: int) -> None:
+        pairs_df = pairs_df.persist()
+        try:
+            alerts = [detector(pairs_df, conf) for detector in DETECTORS]
+            sink.save(reduce(DataFrame.unionByName, alerts), batch_id)
+        finally:
+            pairs_df.unpersist()
+
+    return write_travel_batch
+
+
+def start(ctx: RunContext) -> StreamingQuery:
+    spark, conf = ctx.spark, ctx.conf
+    pairs_df = build(ingest.read(spark, conf), conf, ctx.token_key)
+    sink = AlertSink(spark, conf, writer_id=NAME)
+    writer = pairs_df.writeStream.foreachBatch(batch_writer(sink, conf))
+    writer = ctx.with_trigger(ctx.checkpoint(writer, NAME), conf.stream.alert_trigger_interval)
+    return ctx.start(writer, ALERTS_POOL)
+
+
+QUERY = QuerySpec(NAME, (tables.ALERTS,), start)
