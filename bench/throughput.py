@@ -1,7 +1,9 @@
 """Throughput benchmark: how fast the stream job drains a Kafka backlog, next to the ceiling.
 
-    .venv/bin/python -m bench.throughput [--transactions 1000000] [--keep-data] [--skip-baseline]
+    .venv/bin/python -m bench.throughput [--transactions 1000000] [--hours H] [--keep-data]
+                                         [--skip-baseline] [--skip-cost-report]
     make bench BENCH_ARGS="--transactions 200000"
+    make bench BENCH_ARGS="--transactions 200000 --hours 24"
 
 1. Start the local broker (``scripts/kafka-local.sh start``) unless one already answers; stop
    it at the end only if this run started it.
@@ -9,7 +11,11 @@
    payment (``txwatch.simulator`` records, no ground truth) into the topics ``bench-*``, produced
    by two processes that each simulate half of the users and are kept in step by simulated
    time, so every partition holds the records in roughly event-time order, as one simulator
-   would have published them.
+   would have published them. By default the payments span about 4 hours of event time
+   (11:00 to 15:00 UTC, every user active); with ``--hours H`` fewer users pay over a longer
+   span: the payments span at least about H hours and the location fixes H x 1.05 + 10
+   minutes, and every user pays at the same rate around the clock (no nights), so every
+   part of the backlog has the same mix of payments and fixes.
 3. Ceiling: Spark reads the two topics from the earliest offset into the ``noop`` sink with
    the job's own Kafka source (``txwatch.queries.ingest.read``: same maxOffsetsPerTrigger),
    availableNow.
@@ -21,13 +27,19 @@
 6. Print the results, with per-phase times from ``pipeline_progress`` and table row counts,
    then the three rates side by side and whether the bar is met: end to end at least 25 %
    of the ceiling and faster than the baseline.
+7. Unless ``--skip-cost-report``, the cost over time (``bench.cost``): for every stream
+   table, the first third of its commits against the last third (execution time, bytes
+   rewritten and added per commit, from the Delta history; OPTIMIZE commits and live files),
+   the same for every query's micro-batches (``pipeline_progress``), and a verdict per sink
+   and query: "flat", or "GROWS (x.x times)" when the cost per micro-batch grows with the
+   table. A longer ``--hours`` backlog makes a growth easier to see.
 
 The settings come from ``conf/bench.yaml`` (larger micro-batches than a laptop's live run);
 the lake and topic names are always the benchmark's own. Without ``--keep-data`` the topics
 are recreated before loading and, after a successful run, deleted with the bench lake. With
 ``--keep-data`` both are kept, and a later ``--keep-data`` run with the same
-``--transactions`` reuses the backlog instead of loading it again. The card-token key is
-``$TXWATCH_TOKEN_KEY`` when set, else a fixed benchmark key.
+``--transactions`` and ``--hours`` reuses the backlog instead of loading it again. The
+card-token key is ``$TXWATCH_TOKEN_KEY`` when set, else a fixed benchmark key.
 """
 
 from __future__ import annotations
@@ -44,7 +56,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,6 +64,7 @@ from kafka import KafkaConsumer, TopicPartition
 from pyspark.sql import SparkSession
 
 from bench.baseline import BaselineResult, run_baseline
+from bench.cost import CostInputs, read_cost_inputs
 from txwatch.infra import tables
 from txwatch.infra.config import Conf, Topics, load_conf
 from txwatch.infra.kafka_admin import admin_client, ensure_topics, topic_names, wait_for_broker
@@ -184,6 +197,22 @@ class BacklogShape:
     sync_step_s: float = 60.0
 
 
+def backlog_shape(hours: float | None = None) -> BacklogShape:
+    """The default shape, or one whose payments span at least about ``hours`` of event time.
+
+    With ``hours`` the simulation lasts ``hours * user_margin`` plus the simulator's tail, and
+    ``plan_shards`` sizes the population for that span: as the users are ``user_margin``
+    more than needed, ``max_transactions`` ends the payments after about ``hours``, and the
+    phones report until the end. Longer spans mean fewer users for the same transactions.
+    """
+    shape = BacklogShape()
+    if hours is None:
+        return shape
+    payment_hours = hours * shape.user_margin
+    tail_h = SimulationParams().tail_s / 3600.0
+    return replace(shape, duration_min=round((payment_hours + tail_h) * 60.0, 3))
+
+
 @dataclass(frozen=True)
 class Shard:
     """One producer process's part of the population."""
@@ -192,14 +221,22 @@ class Shard:
     first_user: int
     seed: int
     params: SimulationParams
+    # Every user pays at their daytime rate around the clock (see ShardSimulator).
+    all_day: bool = False
 
 
-def plan_shards(transactions: int, shape: BacklogShape, count: int = PRODUCERS) -> list[Shard]:
-    """Split ``transactions`` and the users that make them over ``count`` producers."""
+def plan_shards(
+    transactions: int, shape: BacklogShape, count: int = PRODUCERS, all_day: bool = False
+) -> list[Shard]:
+    """Split ``transactions`` and the users that make them over ``count`` producers.
+
+    The users are sized for every one of them to be active for the whole simulation: true
+    of the default shape (11:00 to 15:00 UTC), and made true by ``all_day`` for longer ones.
+    """
     defaults = SimulationParams()
     payment_hours = shape.duration_min / 60.0 - defaults.tail_s / 3600.0
     per_user = shape.tx_per_hour * (1.0 + defaults.impossible_travel_rate) * payment_hours
-    users = math.ceil(transactions / per_user * shape.user_margin)
+    users = max(math.ceil(transactions / per_user * shape.user_margin), count)
     shards, first_user = [], 0
     for index in range(count):
         shard_users = users // count + (index < users % count)
@@ -212,7 +249,8 @@ def plan_shards(transactions: int, shape: BacklogShape, count: int = PRODUCERS) 
             ping_interval_s=shape.ping_interval_s,
             tx_per_hour=shape.tx_per_hour,
         )
-        shards.append(Shard(index, first_user, shape.seed + 1000 * (index + 1), params))
+        shard_seed = shape.seed + 1000 * (index + 1)
+        shards.append(Shard(index, first_user, shard_seed, params, all_day))
         first_user += shard_users
     return shards
 
@@ -240,6 +278,12 @@ class ShardSimulator(Simulator):
         if i == 0:  # the merchants are made; the users start here
             self.rng.seed(self._shard.seed)
         return super()._make_user(self._shard.first_user + i)
+
+    def _next_tx_gap(self, user: User, t: float) -> float:
+        """With ``all_day``, the user's daytime rate at every hour (one draw, as the parent's)."""
+        if not self._shard.all_day:
+            return super()._next_tx_gap(user, t)
+        return self.rng.expovariate(user.tx_per_hour / 3600.0)
 
 
 def in_step(
@@ -321,24 +365,34 @@ class Backlog:
     transactions: int
     locations: int
     load_s: float | None  # None: reused from an earlier --keep-data run
+    event_hours: float | None = None  # the simulated span (BacklogShape.duration_min)
 
     @property
     def records(self) -> int:
         return self.transactions + self.locations
 
 
-def _manifest(conf: Conf, transactions: int, shape: BacklogShape) -> dict:
-    """What identifies a backlog: stored next to the lake to recognise it on the next run."""
-    return {
+def _manifest(
+    conf: Conf, transactions: int, shape: BacklogShape, hours: float | None = None
+) -> dict:
+    """What identifies a backlog: stored next to the lake to recognise it on the next run.
+
+    ``hours`` is only stored when given (it also means users active all day), so a backlog
+    loaded without ``--hours`` keeps the manifest it had before the option existed.
+    """
+    manifest = {
         "bootstrap_servers": conf.kafka.bootstrap_servers,
         "topics": asdict(conf.kafka.topics),
         "transactions_requested": transactions,
         "shape": asdict(shape),
         "producers": PRODUCERS,
     }
+    if hours is not None:
+        manifest["hours"] = hours
+    return manifest
 
 
-def _reusable_backlog(conf: Conf, wanted: dict) -> Backlog | None:
+def _reusable_backlog(conf: Conf, wanted: dict, event_hours: float) -> Backlog | None:
     if not MANIFEST.is_file():
         return None
     stored = json.loads(MANIFEST.read_text())
@@ -346,27 +400,37 @@ def _reusable_backlog(conf: Conf, wanted: dict) -> Backlog | None:
     if stored != wanted or counts != topic_record_counts(conf):
         return None
     topics = conf.kafka.topics
-    return Backlog(counts[topics.transactions], counts[topics.device_locations], None)
+    return Backlog(counts[topics.transactions], counts[topics.device_locations], None, event_hours)
 
 
-def prepare_backlog(conf: Conf, transactions: int, keep_data: bool) -> Backlog:
-    """Reuse the backlog of an earlier ``--keep-data`` run if it matches, else load anew."""
-    shape = BacklogShape()
-    wanted = _manifest(conf, transactions, shape)
+def prepare_backlog(
+    conf: Conf, transactions: int, keep_data: bool, hours: float | None = None
+) -> Backlog:
+    """Reuse the backlog of an earlier ``--keep-data`` run if it matches, else load anew.
+
+    ``hours``: see ``backlog_shape``; None is the default 4-hour backlog.
+    """
+    shape = backlog_shape(hours)
+    event_hours = shape.duration_min / 60.0
+    wanted = _manifest(conf, transactions, shape, hours)
     if keep_data:
         ensure_topics(conf)
-        backlog = _reusable_backlog(conf, wanted)
+        backlog = _reusable_backlog(conf, wanted, event_hours)
         if backlog is not None:
             print(f"load: reusing the {backlog.records:,} records in the bench topics", flush=True)
             return backlog
     MANIFEST.unlink(missing_ok=True)
     ensure_topics(conf, recreate=True)
-    shards = plan_shards(transactions, shape)
+    shards = plan_shards(transactions, shape, all_day=hours is not None)
     users = sum(s.params.users for s in shards)
+    span = (
+        f"{shape.duration_min:g} simulated minutes"
+        if hours is None
+        else f"{event_hours:.1f} simulated hours (payments for about {hours:g} h, all day)"
+    )
     print(
-        f"load: {transactions:,} transactions from {users:,} users over "
-        f"{shape.duration_min:g} simulated minutes, {len(shards)} producer processes -> "
-        f"{', '.join(topic_names(conf)[:2])}",
+        f"load: {transactions:,} transactions from {users:,} users over {span}, "
+        f"{len(shards)} producer processes -> {', '.join(topic_names(conf)[:2])}",
         flush=True,
     )
     started = time.monotonic()
@@ -375,7 +439,9 @@ def prepare_backlog(conf: Conf, transactions: int, keep_data: bool) -> Backlog:
     counts = topic_record_counts(conf)
     MANIFEST.write_text(json.dumps({**wanted, "records": counts}, indent=2))
     topics = conf.kafka.topics
-    backlog = Backlog(counts[topics.transactions], counts[topics.device_locations], load_s)
+    backlog = Backlog(
+        counts[topics.transactions], counts[topics.device_locations], load_s, event_hours
+    )
     print(f"load: {backlog.records:,} records in {load_s:.0f} s", flush=True)
     return backlog
 
@@ -539,6 +605,7 @@ class Measurements:
     jvm: tuple[JvmUsage, JvmUsage]  # during the ceiling, during the pipeline
     load_avg: float  # 1-minute load average right after the pipeline
     row_counts: dict[str, int]
+    cost: CostInputs | None = None  # None: --skip-cost-report
 
 
 # --------------------------------------------------------------------------- report
@@ -567,6 +634,8 @@ def report(conf: Conf, backlog: Backlog, m: Measurements, baseline: BaselineResu
         if backlog.load_s
         else "reused from an earlier --keep-data run"
     )
+    if backlog.event_hours is not None:
+        loaded += f"; {backlog.event_hours:.1f} h of event time"
     other_s = pipeline.seconds - pipeline.ingest.span_s - enrich.span_s
     cores = os.cpu_count()
     rows: list[tuple[str, str, str]] = [
@@ -681,6 +750,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="transactions in the backlog (default %(default)s)",
     )
     parser.add_argument(
+        "--hours",
+        type=float,
+        default=None,
+        metavar="H",
+        help="spread the payments over at least about H hours of event time, users active "
+        "all day (default: about 4 hours, 11:00 to 15:00 UTC)",
+    )
+    parser.add_argument(
         "--keep-data",
         action="store_true",
         help="reuse a matching backlog and keep the topics and bench lake afterwards",
@@ -691,16 +768,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="do not run the plain Python baseline (bench.baseline) after Spark",
     )
     parser.add_argument(
+        "--skip-cost-report",
+        action="store_true",
+        help="do not print the cost over time (bench.cost) after the throughput report",
+    )
+    parser.add_argument(
         "--conf", default=str(DEFAULT_CONF), help="YAML config (default conf/bench.yaml)"
     )
     args = parser.parse_args(argv)
     if args.transactions < 1:
         parser.error("--transactions must be positive")
+    if args.hours is not None:
+        if not 0 < args.hours < math.inf:
+            parser.error("--hours must be a positive number")
+        end = SimulationParams().start + timedelta(minutes=backlog_shape(args.hours).duration_min)
+        if end > datetime.now(UTC):
+            parser.error(
+                f"--hours {args.hours:g}: the simulated events would end at {end:%Y-%m-%d %H:%M} "
+                "UTC, in the future (the job caps future event times at their Kafka time)"
+            )
     return args
 
 
-def run_spark_measurements(conf: Conf, key: bytes) -> Measurements:
-    """Ceiling, then the pipeline, in one Spark session (the ceiling warms the JVM up)."""
+def run_spark_measurements(conf: Conf, key: bytes, cost_report: bool = True) -> Measurements:
+    """Ceiling, then the pipeline, in one Spark session (the ceiling warms the JVM up).
+
+    With ``cost_report``, the tables' Delta history and ``pipeline_progress`` are read
+    before the session stops (for ``bench.cost``).
+    """
     spark = create_session(conf, "bench")
     try:
         spark.streams.addListener(ProgressRecorder(WatermarkBounds.from_conf(conf)))
@@ -721,6 +816,7 @@ def run_spark_measurements(conf: Conf, key: bytes) -> Measurements:
             (ceiling_jvm, pipeline_jvm),
             load_avg,
             table_row_counts(spark, conf),
+            read_cost_inputs(spark, conf) if cost_report else None,
         )
     finally:
         spark.stop()
@@ -740,12 +836,15 @@ def main(argv: list[str] | None = None) -> int:
     key = token_key(conf)
     BENCH_DIR.mkdir(exist_ok=True)
     with local_broker(conf.kafka.bootstrap_servers):
-        backlog = prepare_backlog(conf, args.transactions, args.keep_data)
-        measurements = run_spark_measurements(conf, key)
+        backlog = prepare_backlog(conf, args.transactions, args.keep_data, args.hours)
+        measurements = run_spark_measurements(conf, key, not args.skip_cost_report)
         baseline = None if args.skip_baseline else run_baseline(conf, backlog.records)
         print()
         print(report(conf, backlog, measurements, baseline), flush=True)
         print()
+        if measurements.cost is not None:
+            print(measurements.cost.report(), flush=True)
+            print()
         if not args.keep_data:
             clean_up(conf)
     return 0

@@ -18,7 +18,7 @@ from txwatch.infra.kafka_admin import ensure_topics
 from txwatch.infra.progress import ProgressRecorder, WatermarkBounds
 from txwatch.infra.session import create_session
 from txwatch.queries import PIPELINE
-from txwatch.queries.base import RunContext
+from txwatch.queries.base import QuerySpec, RunContext
 from txwatch.queries.runner import QueryFailedError, run_available_now, run_continuously
 from udfs.privacy import token_key_from_env
 
@@ -40,14 +40,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="continuous mode: stop after this long (e.g. '10 minutes'); default: run until "
         "Ctrl-C or SIGTERM",
     )
+    parser.add_argument(
+        "--queries",
+        help=f"comma-separated subset of the queries to run (default all: "
+        f"{','.join(q.name for q in PIPELINE)}), e.g. 'travel' for the alert path alone",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-batch progress lines")
     return parser.parse_args(argv)
+
+
+def select_queries(names: str | None) -> tuple[QuerySpec, ...]:
+    """The queries of ``PIPELINE`` named in ``names`` (all when None), in pipeline order."""
+    if not names:
+        return PIPELINE
+    wanted = {n.strip() for n in names.split(",") if n.strip()}
+    unknown = wanted - {q.name for q in PIPELINE}
+    if unknown:
+        raise UserError(
+            f"unknown query {', '.join(sorted(unknown))}; the queries are "
+            f"{', '.join(q.name for q in PIPELINE)}"
+        )
+    return tuple(q for q in PIPELINE if q.name in wanted)
 
 
 def run(args: argparse.Namespace) -> int:
     conf = load_conf(args.conf)
     token_key = token_key_from_env(conf.privacy.token_key_env)
     run_for_s = duration_s(args.duration) if args.duration else None
+    queries = select_queries(args.queries)
     if run_for_s is not None and args.available_now:
         raise UserError("--duration applies to continuous runs, not with --available-now")
     ensure_topics(conf)
@@ -63,16 +83,16 @@ def run(args: argparse.Namespace) -> int:
         else f"continuous ({conf.stream.trigger_interval} trigger)"
     )
     print(
-        f"stream: {mode}, queries {', '.join(q.name for q in PIPELINE)}, "
+        f"stream: {mode}, queries {', '.join(q.name for q in queries)}, "
         f"Kafka {conf.kafka.bootstrap_servers}, lake {conf.lake_root}",
         flush=True,
     )
     started = time.monotonic()
     try:
         if args.available_now:
-            run_available_now(ctx, PIPELINE)
+            run_available_now(ctx, queries)
         else:
-            run_continuously(ctx, PIPELINE, recorder, run_for_s=run_for_s)
+            run_continuously(ctx, queries, recorder, run_for_s=run_for_s)
     except QueryFailedError:
         # Stop Spark first, so the one-line report is the last thing the user sees.
         spark.streams.removeListener(recorder)

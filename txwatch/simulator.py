@@ -133,7 +133,7 @@ class SimulationParams:
     late_rate: float = 0.005
     no_location_rate: float = 0.03
     # Publication delays. Out-of-order records stay inside the job's watermark; late ones
-    # come after it (the default watermark is 5 minutes, the join range 10 minutes).
+    # come after it (the default watermarks are 2 minutes, the join range 3 minutes before).
     out_of_order_delay_s: tuple[float, float] = (5.0, 90.0)
     late_delay_s: tuple[float, float] = (1800.0, 3600.0)
     # Payments stop this long before the end while phones keep reporting, so the last

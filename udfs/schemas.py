@@ -83,6 +83,10 @@ TRANSACTIONS_ENRICHED = _schema(
     ("max_implied_speed_mps", DOUBLE),
 )
 
+# What the travel query found for each transaction in one micro-batch (its nearest fix in
+# that batch, the highest speed): the input of enrich's MERGE into transactions_enriched.
+ENRICHMENT_CANDIDATES = TRANSACTIONS_ENRICHED
+
 ALERTS = ALERT_SCHEMA
 
 PIPELINE_PROGRESS = _schema(

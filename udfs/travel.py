@@ -151,13 +151,25 @@ def nearest_location_per_transaction(metrics_df: DataFrame) -> DataFrame:
     enriched table keeps the nearest fix (the best estimate of where the phone was) and the
     largest implied speed seen, which is what the rule acts on.
     """
+    with_max_df = metrics_df.withColumn(
+        "max_implied_speed_mps",
+        F.max("implied_speed_mps").over(Window.partitionBy("transaction_id")),
+    )
+    return combine_enriched(with_max_df)
+
+
+def combine_enriched(enriched_df: DataFrame) -> DataFrame:
+    """Enriched rows of the same transactions (from several batches) combined into one each.
+
+    Keeps the row with the nearest fix and the highest ``max_implied_speed_mps`` of all.
+    """
     by_transaction = Window.partitionBy("transaction_id")
     nearest_first = by_transaction.orderBy(
         F.abs(F.col("gap_s")).asc_nulls_last(), F.col("location_event_time").asc_nulls_last()
     )
     return (
-        metrics_df.withColumn(
-            "max_implied_speed_mps", F.max("implied_speed_mps").over(by_transaction)
+        enriched_df.withColumn(
+            "max_implied_speed_mps", F.max("max_implied_speed_mps").over(by_transaction)
         )
         .withColumn("_rank", F.row_number().over(nearest_first))
         .filter(F.col("_rank") == 1)

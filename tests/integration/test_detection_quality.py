@@ -42,7 +42,7 @@ def test_impossible_travel_precision_and_recall_on_simulated_traffic(spark, kafk
     final_watermark = max(
         datetime.fromisoformat(r.watermark.replace("Z", "+00:00"))
         for r in read_table(spark, conf, tables.PIPELINE_PROGRESS)
-        .filter(F.col("query_name") == "enrich")
+        .filter(F.col("query_name") == "travel")
         .collect()
         if r.watermark
     )

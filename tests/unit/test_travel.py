@@ -9,6 +9,7 @@ from pyspark.testing import assertDataFrameEqual
 from udfs.alerts import alert_id
 from udfs.geo import haversine_m_py
 from udfs.travel import (
+    combine_enriched,
     impossible_travel_alerts,
     is_impossible_travel,
     nearest_location_per_transaction,
@@ -116,5 +117,22 @@ def test_nearest_location_per_transaction_keeps_nearest_fix_and_max_speed(spark,
     expected = spark.createDataFrame(
         [("t1", True, 15.0, max_speed), ("t2", False, None, None)],
         "transaction_id string, has_location boolean, gap_s double, max double",
+    )
+    assertDataFrameEqual(result, expected)
+
+
+def test_combine_enriched_keeps_the_nearest_fix_and_the_highest_speed_of_all_batches(spark, conf):
+    here, far = (48.85, 2.35), (48.95, 2.35)
+    batch_1 = nearest_location_per_transaction(
+        metrics(spark, conf, [pair("t1", here, far, -100.0), pair("t2", here, None, None)])
+    )
+    batch_2 = nearest_location_per_transaction(metrics(spark, conf, [pair("t1", here, here, 15.0)]))
+    result = combine_enriched(batch_1.unionByName(batch_2)).select(
+        "transaction_id", "gap_s", F.round("max_implied_speed_mps", 1).alias("max")
+    )
+    max_speed = round((haversine_m_py(*here, *far) - 10.0 - 250.0) / 100.0, 1)
+    expected = spark.createDataFrame(
+        [("t1", 15.0, max_speed), ("t2", None, None)],
+        "transaction_id string, gap_s double, max double",
     )
     assertDataFrameEqual(result, expected)

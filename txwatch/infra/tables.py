@@ -20,6 +20,7 @@ BRONZE_TRANSACTIONS = "bronze_transactions"
 BRONZE_DEVICE_LOCATIONS = "bronze_device_locations"
 QUARANTINE = "quarantine"
 TRANSACTIONS_ENRICHED = "transactions_enriched"
+ENRICHMENT_CANDIDATES = "enrichment_candidates"
 ALERTS = "alerts"
 GROUND_TRUTH = "ground_truth"
 PIPELINE_PROGRESS = "pipeline_progress"
@@ -56,6 +57,12 @@ TABLES = {
             schemas.TRANSACTIONS_ENRICHED,
             "one row per transaction: its nearest location fix, distance, gap, implied speed",
         ),
+        TableSpec(
+            ENRICHMENT_CANDIDATES,
+            schemas.ENRICHMENT_CANDIDATES,
+            "internal: per travel micro-batch, each transaction's nearest fix in that batch; "
+            "enrich MERGEs them into transactions_enriched",
+        ),
         TableSpec(ALERTS, schemas.ALERTS, "every detector's alerts, one row per alert_id"),
         TableSpec(
             PIPELINE_PROGRESS,
@@ -75,6 +82,7 @@ STREAM_TABLES = (
     BRONZE_DEVICE_LOCATIONS,
     QUARANTINE,
     TRANSACTIONS_ENRICHED,
+    ENRICHMENT_CANDIDATES,
     ALERTS,
     PIPELINE_PROGRESS,
 )

@@ -1,11 +1,12 @@
-"""Query ``enrich``: bronze -> ``transactions_enriched`` (silver).
+"""Query ``enrich``: ``enrichment_candidates`` -> ``transactions_enriched`` (silver).
 
-Reads the two bronze tables as streams, joins each transaction to its device's location
-fixes with the same join as the ``travel`` query (``txwatch.queries.travel.build_pairs``)
-and MERGEs one row per transaction into ``transactions_enriched``: its nearest fix and the
-highest implied speed seen. Alerts do not wait for this query: ``travel`` raises them
-straight from Kafka. The MERGE names the batch's event-time range and the table uses
-deletion vectors, so a batch rewrites no files of the rows it does not change.
+The ``travel`` query joins every transaction to its device's fixes once and appends, per
+micro-batch, each transaction's nearest fix of that batch to ``enrichment_candidates``.
+This query reads those rows as a stream and MERGEs one row per transaction into
+``transactions_enriched``: its nearest fix and the highest implied speed seen over every
+batch. It is off the alert path, on the slower table trigger. The MERGE names the batch's
+event-time range and the table uses deletion vectors, so a batch costs what it holds, not
+what the table holds.
 """
 
 from __future__ import annotations
@@ -20,18 +21,17 @@ from txwatch.infra import tables
 from txwatch.infra.config import Conf
 from txwatch.infra.delta import event_time_range
 from txwatch.queries.base import QuerySpec, RunContext
-from txwatch.queries.travel import build_pairs
-from udfs.travel import nearest_location_per_transaction
+from udfs.travel import combine_enriched
 
 NAME = "enrich"
 
 
-def read_bronze(spark: SparkSession, conf: Conf, table: str) -> DataFrame:
-    """A bronze table as a stream."""
+def read_candidates(spark: SparkSession, conf: Conf) -> DataFrame:
+    """``enrichment_candidates`` as a stream."""
     return (
         spark.readStream.format("delta")
         .option("maxFilesPerTrigger", str(conf.stream.max_files_per_trigger))
-        .load(conf.table_path(table))
+        .load(conf.table_path(tables.ENRICHMENT_CANDIDATES))
     )
 
 
@@ -68,26 +68,22 @@ def batch_writer(spark: SparkSession, conf: Conf) -> Callable[[DataFrame, int], 
     """The ``foreachBatch`` function of the enrich query."""
 
     def write_enrich_batch(batch_df: DataFrame, batch_id: int) -> None:
-        pairs_df = batch_df.persist()
+        candidates_df = batch_df.persist()
         try:
-            in_range = event_time_range(pairs_df)
-            if in_range is None:  # a batch that only moved the watermark
+            in_range = event_time_range(candidates_df)
+            if in_range is None:
                 return
-            merge_enriched(spark, conf, nearest_location_per_transaction(pairs_df), in_range)
+            # Several travel batches may have found fixes for the same transaction.
+            merge_enriched(spark, conf, combine_enriched(candidates_df), in_range)
         finally:
-            pairs_df.unpersist()
+            candidates_df.unpersist()
 
     return write_enrich_batch
 
 
 def start(ctx: RunContext) -> StreamingQuery:
     spark, conf = ctx.spark, ctx.conf
-    pairs_df = build_pairs(
-        read_bronze(spark, conf, tables.BRONZE_TRANSACTIONS),
-        read_bronze(spark, conf, tables.BRONZE_DEVICE_LOCATIONS),
-        conf,
-    )
-    writer = pairs_df.writeStream.foreachBatch(batch_writer(spark, conf))
+    writer = read_candidates(spark, conf).writeStream.foreachBatch(batch_writer(spark, conf))
     return ctx.start(ctx.with_trigger(ctx.checkpoint(writer, NAME)))
 
 

@@ -31,13 +31,14 @@ from udfs.records import (
 NAME = "ingest"
 
 
-def read(spark: SparkSession, conf: Conf) -> DataFrame:
-    """Both input topics as one Kafka stream, columns named as in every txwatch table."""
-    topics = conf.kafka.topics
+def read(spark: SparkSession, conf: Conf, topics: tuple[str, ...] | None = None) -> DataFrame:
+    """The input topics (default: both) as one Kafka stream, columns named as in every table."""
+    if topics is None:
+        topics = (conf.kafka.topics.transactions, conf.kafka.topics.device_locations)
     return (
         spark.readStream.format("kafka")
         .options(**conf.kafka_options())
-        .option("subscribe", f"{topics.transactions},{topics.device_locations}")
+        .option("subscribe", ",".join(topics))
         .option("startingOffsets", conf.kafka.starting_offsets)
         .option("maxOffsetsPerTrigger", str(conf.kafka.max_offsets_per_trigger))
         .option("failOnDataLoss", str(conf.kafka.fail_on_data_loss).lower())

@@ -5,7 +5,9 @@ and validates each record exactly as ``ingest`` does (the same pure transforms, 
 exactly the records bronze gets), joins each transaction to its device's location fixes
 (a watermarked stream-stream join on ``watermark_time``, see ``udfs.eventtime``) and hands
 every detector's alerts on the transaction/fix pairs to the alert sink, which publishes
-them to Kafka before storing them in Delta.
+them to Kafka before storing them in Delta. Then, off the alert path, it appends each
+transaction's nearest fix of the batch to ``enrichment_candidates`` (an idempotent append),
+which the ``enrich`` query MERGEs into ``transactions_enriched``: the join runs once.
 
 A detector of single transactions is a transform ``(pairs_df, conf) -> alerts`` shaped by
 ``udfs.alerts.to_alerts``: list it in ``DETECTORS``.
@@ -22,13 +24,20 @@ from pyspark.sql.streaming import StreamingQuery
 from txwatch.infra import tables
 from txwatch.infra.alert_sink import AlertSink
 from txwatch.infra.config import Conf
+from txwatch.infra.delta import append_once
 from txwatch.queries import ingest
 from txwatch.queries.base import ALERTS_POOL, QuerySpec, RunContext
 from udfs.eventtime import with_watermark_time
-from udfs.records import to_bronze_device_locations, to_bronze_transactions
+from udfs.records import (
+    parse_device_locations,
+    parse_transactions,
+    to_bronze_device_locations,
+    to_bronze_transactions,
+)
 from udfs.travel import (
     impossible_travel_alerts,
     join_transactions_to_locations,
+    nearest_location_per_transaction,
     with_travel_metrics,
 )
 
@@ -55,12 +64,14 @@ def build_pairs(transactions_df: DataFrame, locations_df: DataFrame, conf: Conf)
     return with_travel_metrics(pairs_df, conf.impossible_travel)
 
 
-def build(raw_df: DataFrame, conf: Conf, token_key: bytes) -> DataFrame:
-    """Raw Kafka rows -> transaction/fix pairs, from the valid records only."""
-    parsed = ingest.parse_batch(raw_df, conf, token_key)
+def build(
+    raw_transactions_df: DataFrame, raw_locations_df: DataFrame, conf: Conf, token_key: bytes
+) -> DataFrame:
+    """Raw Kafka rows of each topic -> transaction/fix pairs, from the valid records only."""
+    skew = conf.stream.max_future_skew
     return build_pairs(
-        to_bronze_transactions(parsed.transactions_df),
-        to_bronze_device_locations(parsed.device_locations_df),
+        to_bronze_transactions(parse_transactions(raw_transactions_df, token_key, skew)),
+        to_bronze_device_locations(parse_device_locations(raw_locations_df, skew)),
         conf,
     )
 
@@ -73,6 +84,8 @@ def batch_writer(sink: AlertSink, conf: Conf) -> Callable[[DataFrame, int], None
         try:
             alerts = [detector(pairs_df, conf) for detector in DETECTORS]
             sink.save(reduce(DataFrame.unionByName, alerts), batch_id)
+            candidates_df = nearest_location_per_transaction(pairs_df)
+            append_once(candidates_df, conf, tables.ENRICHMENT_CANDIDATES, NAME, batch_id)
         finally:
             pairs_df.unpersist()
 
@@ -81,11 +94,18 @@ def batch_writer(sink: AlertSink, conf: Conf) -> Callable[[DataFrame, int], None
 
 def start(ctx: RunContext) -> StreamingQuery:
     spark, conf = ctx.spark, ctx.conf
-    pairs_df = build(ingest.read(spark, conf), conf, ctx.token_key)
+    # One Kafka source per side of the join: each topic is read once per micro-batch.
+    topics = conf.kafka.topics
+    pairs_df = build(
+        ingest.read(spark, conf, (topics.transactions,)),
+        ingest.read(spark, conf, (topics.device_locations,)),
+        conf,
+        ctx.token_key,
+    )
     sink = AlertSink(spark, conf, writer_id=NAME)
     writer = pairs_df.writeStream.foreachBatch(batch_writer(sink, conf))
     writer = ctx.with_trigger(ctx.checkpoint(writer, NAME), conf.stream.alert_trigger_interval)
     return ctx.start(writer, ALERTS_POOL)
 
 
-QUERY = QuerySpec(NAME, (tables.ALERTS,), start)
+QUERY = QuerySpec(NAME, (tables.ALERTS, tables.ENRICHMENT_CANDIDATES), start)
