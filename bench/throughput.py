@@ -20,7 +20,7 @@
    the job's own Kafka source (``txwatch.queries.ingest.read``: same maxOffsetsPerTrigger),
    availableNow.
 4. End to end: ``txwatch.queries.runner.run_available_now`` on a fresh lake ``.bench/lake``,
-   exactly what ``./spark-submit.sh stream --available-now`` runs: ingest, then enrich.
+   exactly what ``./spark-submit.sh stream --available-now`` runs: ingest, travel, enrich.
 5. Baseline (unless ``--skip-baseline``): the plain Python loop of ``bench.baseline`` (one
    kafka-python consumer, ``json.loads``, a dict of the latest fix per device, the
    impossible-travel rule) on the same backlog.
@@ -70,7 +70,7 @@ from txwatch.infra.config import Conf, Topics, load_conf
 from txwatch.infra.kafka_admin import admin_client, ensure_topics, topic_names, wait_for_broker
 from txwatch.infra.progress import ProgressRecorder, WatermarkBounds
 from txwatch.infra.session import create_session
-from txwatch.queries import PIPELINE, enrich, ingest
+from txwatch.queries import PIPELINE, enrich, ingest, travel
 from txwatch.queries.base import RunContext
 from txwatch.queries.runner import run_available_now
 from txwatch.simulator import Record, SimulationParams, Simulator, TruthRow, User, produce
@@ -512,6 +512,7 @@ def _query_stats(rows: list) -> QueryStats:
 class Pipeline:
     seconds: float
     ingest: QueryStats
+    travel: QueryStats
     enrich: QueryStats
 
     @property
@@ -535,6 +536,7 @@ def measure_pipeline(spark: SparkSession, conf: Conf, key: bytes) -> Pipeline:
     return Pipeline(
         seconds,
         _query_stats([r for r in rows if r.query_name == ingest.NAME]),
+        _query_stats([r for r in rows if r.query_name == travel.NAME]),
         _query_stats([r for r in rows if r.query_name == enrich.NAME]),
     )
 
@@ -636,7 +638,7 @@ def report(conf: Conf, backlog: Backlog, m: Measurements, baseline: BaselineResu
     )
     if backlog.event_hours is not None:
         loaded += f"; {backlog.event_hours:.1f} h of event time"
-    other_s = pipeline.seconds - pipeline.ingest.span_s - enrich.span_s
+    other_s = pipeline.seconds - pipeline.ingest.span_s - pipeline.travel.span_s - enrich.span_s
     cores = os.cpu_count()
     rows: list[tuple[str, str, str]] = [
         ("records loaded", f"{backlog.records:,}", loaded),
@@ -653,6 +655,7 @@ def report(conf: Conf, backlog: Backlog, m: Measurements, baseline: BaselineResu
         ("end-to-end / ceiling", f"{pipeline.rate / ceiling.rate:.1%}", ""),
         *([("baseline", f"{baseline.rate:,.0f} events/s", baseline.summary())] if baseline else []),
         _phase_row("ingest", pipeline.ingest),
+        _phase_row("travel", pipeline.travel),
         _phase_row("enrich", enrich),
         (
             "  other",
@@ -660,9 +663,9 @@ def report(conf: Conf, backlog: Backlog, m: Measurements, baseline: BaselineResu
             "table creation, query start-up and shutdown, pipeline_progress writes",
         ),
         (
-            "enrich join state",
-            f"{enrich.peak_state_rows:,} rows",
-            f"at most; {enrich.dropped_by_watermark:,} rows dropped by the watermark",
+            "travel join state",
+            f"{pipeline.travel.peak_state_rows:,} rows",
+            f"at most; {pipeline.travel.dropped_by_watermark:,} rows dropped by the watermark",
         ),
         _jvm_row("ceiling", m.jvm[0], " (since JVM start)"),
         _jvm_row("end-to-end", m.jvm[1]),
