@@ -118,6 +118,7 @@ exec "$SUBMIT" \
   --py-files "$BUILD/txwatch.zip" \
   --files "$CONF_FILES" \
   --conf spark.sql.session.timeZone=UTC \
+  --conf "spark.scheduler.allocation.file=file://$ROOT/conf/fairscheduler.xml" \
   --driver-java-options "-Dlog4j2.configurationFile=file:$LOG4J" \
   --conf "spark.executorEnv.TXWATCH_SUBMITTED=1" \
   ${DRIVER_MEMORY_OPTS[@]+"${DRIVER_MEMORY_OPTS[@]}"} \

@@ -43,4 +43,6 @@ def test_driver_memory_from_the_conf_reaches_spark_submit(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "--driver-memory 3g" in result.stdout
+    # The scheduler pools of the queries (the code itself runs from a zip there).
+    assert f"spark.scheduler.allocation.file=file://{REPO}/conf/fairscheduler.xml" in result.stdout
     assert result.stdout.rstrip().endswith(f"jobs/stream.py --conf {conf} --available-now")

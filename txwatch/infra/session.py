@@ -80,7 +80,8 @@ def create_session(conf: Conf, app_suffix: str, master: str | None = None) -> Sp
             )
         builder = builder.config("spark.jars", ",".join(jars))
         builder = builder.master(master or os.environ.get("SPARK_MASTER", "local[*]"))
-    if FAIR_SCHEDULER_FILE.is_file():
+    if FAIR_SCHEDULER_FILE.is_file() and not os.environ.get("TXWATCH_SUBMITTED"):
+        # Under spark-submit.sh the code runs from a zip; the script passes the file.
         builder = builder.config("spark.scheduler.allocation.file", str(FAIR_SCHEDULER_FILE))
     for key, value in conf.spark.options.items():
         builder = builder.config(key, value)
