@@ -40,8 +40,6 @@ ALERT_SCHEMA = T.StructType(
 ALERT_COLUMNS = tuple(f.name for f in ALERT_SCHEMA.fields)
 SUBJECT_COLUMNS = ALERT_COLUMNS[ALERT_COLUMNS.index("transaction_id") : -1]
 
-SEVERITIES = ("low", "medium", "high")
-
 
 def alert_id(subject_id: Column, alert_type: Column) -> Column:
     """Stable id: the same subject and type always give the same alert."""

@@ -117,7 +117,3 @@ GROUND_TRUTH = _schema(
     ("event_time", TIMESTAMP),
     ("delay_s", DOUBLE),
 )
-
-
-def column_names(schema: T.StructType) -> tuple[str, ...]:
-    return tuple(schema.fieldNames())

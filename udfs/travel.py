@@ -19,7 +19,7 @@ from udfs.geo import haversine_m
 
 ALERT_TYPE_IMPOSSIBLE_TRAVEL = "impossible_travel"
 
-ENRICHED_COLUMNS = schemas.column_names(schemas.TRANSACTIONS_ENRICHED)
+ENRICHED_COLUMNS = tuple(schemas.TRANSACTIONS_ENRICHED.fieldNames())
 # What the join carries of each transaction: its columns in the enriched table, no name.
 TRANSACTION_COLUMNS = ENRICHED_COLUMNS[: ENRICHED_COLUMNS.index("has_location")]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, cast
 
@@ -143,7 +143,7 @@ def _check_durations(conf: Conf) -> None:
     where_values = [
         (f"conf.stream.{spec.name}", getattr(conf.stream, spec.name))
         for spec in fields(conf.stream)
-        if spec.name != "max_files_per_trigger"
+        if spec.type == "str"
     ]
     where_values.append(("conf.delta.maintenance_interval", conf.delta.maintenance_interval))
     for where, value in where_values:
@@ -198,7 +198,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     values: dict[str, Any] = {}
     for name, spec in known.items():
         if name not in data:
-            if name in ("options", "source", "table_properties"):
+            if spec.default is not MISSING or spec.default_factory is not MISSING:
                 continue
             raise ConfigError(f"missing key {where}.{name} (see conf/base.yaml)")
         value = data[name]
@@ -207,7 +207,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}.{name} must be a mapping")
             value = _build(nested, value, f"{where}.{name}")
-        elif name in ("options", "table_properties"):
+        elif spec.type == "dict[str, str]":
             value = {str(k): str(v) for k, v in (value or {}).items()}
         elif spec.type in ("int", "float", "bool", "str"):
             value = _coerce(value, spec.type, f"{where}.{name}")
