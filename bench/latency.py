@@ -91,6 +91,7 @@ TOPICS = {
     "transactions": "lat-transactions",
     "device_locations": "lat-device-locations",
     "potential_fraud": "lat-potential-fraud",
+    "enrichment_candidates": "lat-enrichment-candidates",
 }
 PING_INTERVAL_S = 10.0
 PAYMENT_SHARE = 0.05  # of all events; the rest are location fixes

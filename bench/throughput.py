@@ -20,7 +20,8 @@
    the job's own Kafka source (``txwatch.queries.ingest.read``: same maxOffsetsPerTrigger),
    availableNow.
 4. End to end: ``txwatch.queries.runner.run_available_now`` on a fresh lake ``.bench/lake``,
-   exactly what ``./spark-submit.sh stream --available-now`` runs: ingest, travel, enrich.
+   exactly what ``./spark-submit.sh stream --available-now`` runs: ingest, travel, alerts,
+   enrich.
 5. Baseline (unless ``--skip-baseline``): the plain Python loop of ``bench.baseline`` (one
    kafka-python consumer, ``json.loads``, a dict of the latest fix per device, the
    impossible-travel rule) on the same backlog.
@@ -70,7 +71,7 @@ from txwatch.infra.config import Conf, Topics, load_conf
 from txwatch.infra.kafka_admin import admin_client, ensure_topics, topic_names, wait_for_broker
 from txwatch.infra.progress import ProgressRecorder, WatermarkBounds
 from txwatch.infra.session import create_session
-from txwatch.queries import PIPELINE, enrich, ingest, travel
+from txwatch.queries import PIPELINE, ingest, travel
 from txwatch.queries.base import RunContext
 from txwatch.queries.runner import run_available_now
 from txwatch.simulator import Record, SimulationParams, Simulator, TruthRow, User, produce
@@ -91,6 +92,7 @@ BENCH_TOPICS = Topics(
     transactions="bench-transactions",
     device_locations="bench-device-locations",
     potential_fraud="bench-potential-fraud",
+    enrichment_candidates="bench-enrichment-candidates",
 )
 BENCH_TOKEN_KEY = b"txwatch-bench-token-key (not a secret)"
 PRODUCERS = 2
@@ -511,9 +513,15 @@ def _query_stats(rows: list) -> QueryStats:
 @dataclass(frozen=True)
 class Pipeline:
     seconds: float
-    ingest: QueryStats
-    travel: QueryStats
-    enrich: QueryStats
+    queries: dict[str, QueryStats]  # by query name, in pipeline order
+
+    @property
+    def ingest(self) -> QueryStats:
+        return self.queries[ingest.NAME]
+
+    @property
+    def travel(self) -> QueryStats:
+        return self.queries[travel.NAME]
 
     @property
     def events(self) -> int:
@@ -533,12 +541,8 @@ def measure_pipeline(spark: SparkSession, conf: Conf, key: bytes) -> Pipeline:
     run_available_now(RunContext(spark, conf, key, available_now=True), PIPELINE)
     seconds = time.monotonic() - started
     rows = spark.read.format("delta").load(conf.table_path(tables.PIPELINE_PROGRESS)).collect()
-    return Pipeline(
-        seconds,
-        _query_stats([r for r in rows if r.query_name == ingest.NAME]),
-        _query_stats([r for r in rows if r.query_name == travel.NAME]),
-        _query_stats([r for r in rows if r.query_name == enrich.NAME]),
-    )
+    by_query = {q.name: [r for r in rows if r.query_name == q.name] for q in PIPELINE}
+    return Pipeline(seconds, {name: _query_stats(batches) for name, batches in by_query.items()})
 
 
 def table_row_counts(spark: SparkSession, conf: Conf) -> dict[str, int]:
@@ -630,7 +634,7 @@ def _jvm_row(name: str, usage: JvmUsage, note: str = "") -> tuple[str, str, str]
 
 def report(conf: Conf, backlog: Backlog, m: Measurements, baseline: BaselineResult | None) -> str:
     """The results as a table (what, how much, details), then the rates side by side."""
-    ceiling, pipeline, enrich = m.ceiling, m.pipeline, m.pipeline.enrich
+    ceiling, pipeline = m.ceiling, m.pipeline
     loaded = f"{backlog.transactions:,} transactions + {backlog.locations:,} locations; " + (
         f"loaded in {backlog.load_s:.0f} s ({backlog.records / backlog.load_s:,.0f} rec/s)"
         if backlog.load_s
@@ -638,7 +642,7 @@ def report(conf: Conf, backlog: Backlog, m: Measurements, baseline: BaselineResu
     )
     if backlog.event_hours is not None:
         loaded += f"; {backlog.event_hours:.1f} h of event time"
-    other_s = pipeline.seconds - pipeline.ingest.span_s - pipeline.travel.span_s - enrich.span_s
+    other_s = pipeline.seconds - sum(q.span_s for q in pipeline.queries.values())
     cores = os.cpu_count()
     rows: list[tuple[str, str, str]] = [
         ("records loaded", f"{backlog.records:,}", loaded),
@@ -654,9 +658,7 @@ def report(conf: Conf, backlog: Backlog, m: Measurements, baseline: BaselineResu
         ),
         ("end-to-end / ceiling", f"{pipeline.rate / ceiling.rate:.1%}", ""),
         *([("baseline", f"{baseline.rate:,.0f} events/s", baseline.summary())] if baseline else []),
-        _phase_row("ingest", pipeline.ingest),
-        _phase_row("travel", pipeline.travel),
-        _phase_row("enrich", enrich),
+        *[_phase_row(name, stats) for name, stats in pipeline.queries.items()],
         (
             "  other",
             f"{other_s:,.1f} s",
@@ -676,8 +678,7 @@ def report(conf: Conf, backlog: Backlog, m: Measurements, baseline: BaselineResu
     value_w = max(len(r[1]) for r in rows)
     header = (
         f"txwatch throughput: {cores} cores, master {_master()}, "
-        f"{_relative(conf.source)}, maxOffsetsPerTrigger {conf.kafka.max_offsets_per_trigger:,}, "
-        f"maxFilesPerTrigger {conf.stream.max_files_per_trigger}"
+        f"{_relative(conf.source)}, maxOffsetsPerTrigger {conf.kafka.max_offsets_per_trigger:,}"
     )
     lines = [header, "-" * len(header)]
     lines += [f"{a:<{label_w}}  {b:>{value_w}}  {c}".rstrip() for a, b, c in rows]

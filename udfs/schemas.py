@@ -83,8 +83,9 @@ TRANSACTIONS_ENRICHED = _schema(
     ("max_implied_speed_mps", DOUBLE),
 )
 
-# What the travel query found for each transaction in one micro-batch (its nearest fix in
-# that batch, the highest speed): the input of enrich's MERGE into transactions_enriched.
+# Not a table: the messages of the internal enrichment-candidates topic. What the travel
+# query found for each transaction in one micro-batch (its nearest fix in that batch, the
+# highest speed): the input of enrich's MERGE into transactions_enriched.
 ENRICHMENT_CANDIDATES = TRANSACTIONS_ENRICHED
 
 ALERTS = ALERT_SCHEMA

@@ -33,11 +33,11 @@ kafka:
     transactions: {topics.transactions}
     device_locations: {topics.device_locations}
     potential_fraud: {topics.potential_fraud}
+    enrichment_candidates: {topics.enrichment_candidates}
   partitions: 2
   max_offsets_per_trigger: 200
 stream:
   trigger_interval: 1 second
-  max_files_per_trigger: 2
 spark:
   shuffle_partitions: 2
   options:

@@ -1,78 +1,97 @@
-"""The one alert sink: every detector's alerts go to Kafka and to the Delta ``alerts`` table.
+"""The one alert path: every detector publishes its alerts here, to the potential-fraud topic.
 
-A detector hands over a DataFrame shaped by ``udfs.alerts.to_alerts``; the sink keeps the
-alerts not stored yet (an anti-join on ``alert_id`` with the stored alerts of the batch's
-event-time range, so the cost follows the batch, not the table), publishes them to the
-``potential-fraud`` topic (keyed by ``alert_id``) and appends them to ``alerts`` with
-Delta's ``txnAppId``/``txnVersion``, so a replayed micro-batch is not stored twice.
-Publishing comes first: a crash between the two republishes on restart (the topic is
-at-least-once, consumers deduplicate on the key) but never loses an alert; the table holds
-each alert once.
+A detector hands over a DataFrame shaped by ``udfs.alerts.to_alerts``. ``AlertSink.publish``
+sends each alert to the ``potential-fraud`` topic as JSON, keyed by ``alert_id``, within
+the detector's own micro-batch: nothing on the alert path waits for a Delta commit. The
+``alerts`` query (``txwatch.queries.alerts``) then stores the topic into the Delta
+``alerts`` table, one row per ``alert_id``, exactly once.
+
+A detector may find the same alert again in a later micro-batch (impossible travel: every
+new fix near a fraudulent payment shows it again). The sink remembers the ids it published
+and sends each once while the job runs; at start it learns the ids stored recently. So the
+topic carries an alert once, except after a crash or restart, when an alert published
+but not yet stored may be published once more: consumers deduplicate on the key, as the
+``alerts`` query does.
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
 
 from txwatch.infra import tables
 from txwatch.infra.config import Conf
-from txwatch.infra.delta import append_once, event_time_range
 from udfs.alerts import ALERT_COLUMNS
+from udfs.messages import to_messages
+
+# How many published alert ids the sink remembers (about 100 bytes each): far more alerts
+# than any detector raises within the time it can find the same alert again (impossible
+# travel: join_before + join_after + the watermark delay, minutes).
+REMEMBERED_IDS = 100_000
+# At start, the ids of the alerts stored in this much detection time before the newest.
+SEED_WINDOW = "INTERVAL 1 HOUR"
+
+
+def publish(alerts_df: DataFrame, conf: Conf) -> None:
+    """Send alerts as JSON to the alert topic, keyed by ``alert_id``."""
+    (
+        to_messages(alerts_df.select(*ALERT_COLUMNS), key="alert_id")
+        .write.format("kafka")
+        .options(**conf.kafka_options())
+        .option("topic", conf.kafka.topics.potential_fraud)
+        .save()
+    )
 
 
 class AlertSink:
-    """Stores and publishes alerts; one instance per streaming query that raises alerts.
+    """Publishes alerts, each ``alert_id`` once; one instance per query that raises alerts."""
 
-    ``writer_id`` (the query's name) keeps the queries' idempotent appends apart.
-    """
-
-    def __init__(self, spark: SparkSession, conf: Conf, writer_id: str) -> None:
+    def __init__(self, spark: SparkSession, conf: Conf) -> None:
         self._spark = spark
         self._conf = conf
-        self._writer_id = writer_id
+        self._published: OrderedDict[str, None] | None = None
 
-    def publish(self, alerts_df: DataFrame) -> None:
-        """Send alerts as JSON to the alert topic, keyed by ``alert_id``."""
-        conf = self._conf
-        (
-            alerts_df.select(
-                F.col("alert_id").alias("key"),
-                F.to_json(F.struct(*[F.col(c) for c in ALERT_COLUMNS])).alias("value"),
-            )
-            .write.format("kafka")
-            .options(**conf.kafka_options())
-            .option("topic", conf.kafka.topics.potential_fraud)
-            .save()
+    def _remember(self, alert_ids: list[str]) -> None:
+        published = self._published
+        assert published is not None
+        for alert_id in alert_ids:
+            published[alert_id] = None
+            published.move_to_end(alert_id)
+        while len(published) > REMEMBERED_IDS:
+            published.popitem(last=False)
+
+    def _seed(self) -> None:
+        """Learn the ids of the alerts stored lately (the table's newest hour)."""
+        self._published = OrderedDict()
+        stored_df = self._spark.read.format("delta").load(self._conf.table_path(tables.ALERTS))
+        newest = stored_df.agg(F.max("detected_at")).collect()[0][0]
+        if newest is None:
+            return
+        recent = (
+            stored_df.filter(F.col("detected_at") >= F.lit(newest) - F.expr(SEED_WINDOW))
+            .orderBy("detected_at")
+            .select("alert_id")
+            .tail(REMEMBERED_IDS)
         )
+        self._remember([r.alert_id for r in recent])
 
-    def save(self, alerts_df: DataFrame, batch_id: int) -> int:
-        """Publish and store the alerts of micro-batch ``batch_id`` not stored yet.
+    def publish(self, alerts_df: DataFrame) -> int:
+        """Publish the alerts not published before; returns how many were sent.
 
-        Returns how many were new. ``alerts_df`` must be deterministic for a batch id
-        (Spark replays a micro-batch with the same input and state after a crash).
+        Alerts are few (a handful per micro-batch), so their ids come to the driver.
         """
+        if self._published is None:
+            self._seed()
+        assert self._published is not None
         alerts_df = alerts_df.select(*ALERT_COLUMNS).persist()
         try:
-            in_range = event_time_range(alerts_df)
-            if in_range is None:
-                return 0
-            path = self._conf.table_path(tables.ALERTS)
-            stored_df = (
-                self._spark.read.format("delta")
-                .load(path)
-                .alias("t")
-                .filter(F.expr(in_range))
-                .select("alert_id")
-            )
-            new_alerts_df = alerts_df.join(stored_df, on="alert_id", how="left_anti").persist()
-            try:
-                count = new_alerts_df.count()
-                if count:
-                    self.publish(new_alerts_df)
-                    append_once(new_alerts_df, self._conf, tables.ALERTS, self._writer_id, batch_id)
-                return count
-            finally:
-                new_alerts_df.unpersist()
+            ids = [r.alert_id for r in alerts_df.select("alert_id").collect()]
+            new_ids = sorted({i for i in ids if i not in self._published})
+            if new_ids:
+                publish(alerts_df.filter(F.col("alert_id").isin(new_ids)), self._conf)
+                self._remember(new_ids)
+            return len(new_ids)
         finally:
             alerts_df.unpersist()

@@ -31,6 +31,7 @@ class Topics:
     transactions: str
     device_locations: str
     potential_fraud: str
+    enrichment_candidates: str
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class KafkaConf:
 class StreamConf:
     trigger_interval: str
     alert_trigger_interval: str
-    max_files_per_trigger: int
+    alert_table_trigger_interval: str
     transactions_watermark: str
     device_locations_watermark: str
     join_before: str

@@ -14,9 +14,14 @@ def append_once(df: DataFrame, conf: Conf, table: str, writer_id: str, batch_id:
     Delta records ``txnAppId``/``txnVersion`` in the same commit as the data, so a batch
     replayed after a crash is skipped. ``writer_id`` must be stable across restarts and
     unique per (query, table).
+
+    A micro-batch writes at most ``spark.shuffle_partitions`` files per table: its input
+    may have a partition per Kafka partition and topic, and every file costs a write task
+    (with its statistics code) now and a file to list and compact later.
     """
     (
-        df.write.format("delta")
+        df.coalesce(conf.spark.shuffle_partitions)
+        .write.format("delta")
         .mode("append")
         .option("txnAppId", f"txwatch-{writer_id}-{table}")
         .option("txnVersion", batch_id)

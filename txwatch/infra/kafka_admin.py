@@ -44,7 +44,12 @@ def admin_client(bootstrap_servers: str) -> KafkaAdminClient:
 
 def topic_names(conf: Conf) -> list[str]:
     topics = conf.kafka.topics
-    return [topics.transactions, topics.device_locations, topics.potential_fraud]
+    return [
+        topics.transactions,
+        topics.device_locations,
+        topics.potential_fraud,
+        topics.enrichment_candidates,
+    ]
 
 
 def ensure_topics(conf: Conf, recreate: bool = False, names: list[str] | None = None) -> list[str]:

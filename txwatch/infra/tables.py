@@ -20,7 +20,6 @@ BRONZE_TRANSACTIONS = "bronze_transactions"
 BRONZE_DEVICE_LOCATIONS = "bronze_device_locations"
 QUARANTINE = "quarantine"
 TRANSACTIONS_ENRICHED = "transactions_enriched"
-ENRICHMENT_CANDIDATES = "enrichment_candidates"
 ALERTS = "alerts"
 GROUND_TRUTH = "ground_truth"
 PIPELINE_PROGRESS = "pipeline_progress"
@@ -28,9 +27,23 @@ PIPELINE_PROGRESS = "pipeline_progress"
 
 @dataclass(frozen=True)
 class TableSpec:
+    """A table: its name, schema, what it holds and the columns Delta keeps statistics on.
+
+    ``stats_columns`` are the columns readers filter on (event time ranges). Delta keeps
+    min/max statistics for them only: every write task builds code to compute the
+    statistics of each listed column, a cost paid per task and per micro-batch, and
+    statistics on the other columns (ids, names, amounts) would never skip a file.
+    """
+
     name: str
     schema: T.StructType
     description: str
+    stats_columns: tuple[str, ...] = ("event_time",)
+
+    @property
+    def properties(self) -> dict[str, str]:
+        """Table properties of this table alone (``delta.table_properties`` apply to all)."""
+        return {"delta.dataSkippingStatsColumns": ",".join(self.stats_columns)}
 
 
 TABLES = {
@@ -51,6 +64,7 @@ TABLES = {
             schemas.QUARANTINE,
             "records that failed parsing or validation, with every reason; card numbers and "
             "names masked",
+            ("kafka_timestamp", "quarantined_at"),
         ),
         TableSpec(
             TRANSACTIONS_ENRICHED,
@@ -58,16 +72,16 @@ TABLES = {
             "one row per transaction: its nearest location fix, distance, gap, implied speed",
         ),
         TableSpec(
-            ENRICHMENT_CANDIDATES,
-            schemas.ENRICHMENT_CANDIDATES,
-            "internal: per travel micro-batch, each transaction's nearest fix in that batch; "
-            "enrich MERGEs them into transactions_enriched",
+            ALERTS,
+            schemas.ALERTS,
+            "every detector's alerts, one row per alert_id",
+            ("event_time", "detected_at"),
         ),
-        TableSpec(ALERTS, schemas.ALERTS, "every detector's alerts, one row per alert_id"),
         TableSpec(
             PIPELINE_PROGRESS,
             schemas.PIPELINE_PROGRESS,
             "one row per streaming micro-batch: rows, durations, state, watermark",
+            ("query_name", "batch_id"),
         ),
         TableSpec(
             GROUND_TRUTH,
@@ -82,7 +96,6 @@ STREAM_TABLES = (
     BRONZE_DEVICE_LOCATIONS,
     QUARANTINE,
     TRANSACTIONS_ENRICHED,
-    ENRICHMENT_CANDIDATES,
     ALERTS,
     PIPELINE_PROGRESS,
 )
@@ -97,7 +110,7 @@ def ensure_table(spark: SparkSession, conf: Conf, name: str) -> None:
     """
     spec = TABLES[name]
     path = conf.table_path(name)
-    properties = conf.delta.table_properties
+    properties = {**conf.delta.table_properties, **spec.properties}
     if not DeltaTable.isDeltaTable(spark, path):
         builder = (
             DeltaTable.createIfNotExists(spark)

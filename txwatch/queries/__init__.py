@@ -6,7 +6,7 @@ reads another's output comes after it.
 
 from __future__ import annotations
 
-from txwatch.queries import enrich, ingest, travel
+from txwatch.queries import alerts, enrich, ingest, travel
 from txwatch.queries.base import QuerySpec
 
-PIPELINE: tuple[QuerySpec, ...] = (ingest.QUERY, travel.QUERY, enrich.QUERY)
+PIPELINE: tuple[QuerySpec, ...] = (ingest.QUERY, travel.QUERY, alerts.QUERY, enrich.QUERY)

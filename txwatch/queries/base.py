@@ -59,7 +59,7 @@ class RunContext:
 
 @dataclass(frozen=True)
 class QuerySpec:
-    """A streaming query the runner can start: name, tables it writes, how to start it."""
+    """A streaming query the runner can start: name, Delta tables it writes, how to start it."""
 
     name: str
     writes: tuple[str, ...]

@@ -1,38 +1,40 @@
-"""Query ``enrich``: ``enrichment_candidates`` -> ``transactions_enriched`` (silver).
+"""Query ``enrich``: the enrichment-candidates topic -> ``transactions_enriched`` (silver).
 
-The ``travel`` query joins every transaction to its device's fixes once and appends, per
-micro-batch, each transaction's nearest fix of that batch to ``enrichment_candidates``.
-This query reads those rows as a stream and MERGEs one row per transaction into
-``transactions_enriched``: its nearest fix and the highest implied speed seen over every
-batch. It is off the alert path, on the slower table trigger. The MERGE names the batch's
-event-time range and the table uses deletion vectors, so a batch costs what it holds, not
-what the table holds.
+The ``travel`` query joins every transaction to its device's fixes once and publishes, per
+micro-batch, each transaction's nearest fix of that batch to the internal
+enrichment-candidates topic. This query reads those messages and MERGEs one row per
+transaction into ``transactions_enriched``: its nearest fix and the highest implied speed
+seen over every batch. It is off the alert path, on the slower table trigger. The MERGE
+names the batch's event-time range and the table uses deletion vectors, so a batch costs
+what it holds, not what the table holds. A message repeated by a replayed travel batch
+changes nothing; one that is not a candidate goes to ``quarantine``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import pyspark.sql.functions as F
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from txwatch.infra import tables
 from txwatch.infra.config import Conf
-from txwatch.infra.delta import event_time_range
+from txwatch.infra.delta import append_once, event_time_range
+from txwatch.queries import ingest
 from txwatch.queries.base import QuerySpec, RunContext
+from udfs import schemas
+from udfs.messages import parse_messages
+from udfs.records import to_quarantine
 from udfs.travel import combine_enriched
 
 NAME = "enrich"
 
 
 def read_candidates(spark: SparkSession, conf: Conf) -> DataFrame:
-    """``enrichment_candidates`` as a stream."""
-    return (
-        spark.readStream.format("delta")
-        .option("maxFilesPerTrigger", str(conf.stream.max_files_per_trigger))
-        .load(conf.table_path(tables.ENRICHMENT_CANDIDATES))
-    )
+    """The enrichment-candidates topic as a stream (Kafka columns named as in every table)."""
+    return ingest.read(spark, conf, (conf.kafka.topics.enrichment_candidates,))
 
 
 def merge_enriched(spark: SparkSession, conf: Conf, enriched_df: DataFrame, in_range: str) -> None:
@@ -68,15 +70,23 @@ def batch_writer(spark: SparkSession, conf: Conf) -> Callable[[DataFrame, int], 
     """The ``foreachBatch`` function of the enrich query."""
 
     def write_enrich_batch(batch_df: DataFrame, batch_id: int) -> None:
-        candidates_df = batch_df.persist()
+        messages_df = parse_messages(
+            batch_df, schemas.ENRICHMENT_CANDIDATES, ("transaction_id", "event_time")
+        ).persist()
         try:
+            invalid_df = to_quarantine(messages_df)
+            if not invalid_df.isEmpty():
+                append_once(invalid_df, conf, tables.QUARANTINE, NAME, batch_id)
+            candidates_df = messages_df.filter(F.col("quarantine_reason").isNull()).select(
+                *schemas.ENRICHMENT_CANDIDATES.fieldNames()
+            )
             in_range = event_time_range(candidates_df)
             if in_range is None:
                 return
             # Several travel batches may have found fixes for the same transaction.
             merge_enriched(spark, conf, combine_enriched(candidates_df), in_range)
         finally:
-            candidates_df.unpersist()
+            messages_df.unpersist()
 
     return write_enrich_batch
 

@@ -5,9 +5,12 @@ and validates each record exactly as ``ingest`` does (the same pure transforms, 
 exactly the records bronze gets), joins each transaction to its device's location fixes
 (a watermarked stream-stream join on ``watermark_time``, see ``udfs.eventtime``) and hands
 every detector's alerts on the transaction/fix pairs to the alert sink, which publishes
-them to Kafka before storing them in Delta. Then, off the alert path, it appends each
-transaction's nearest fix of the batch to ``enrichment_candidates`` (an idempotent append),
-which the ``enrich`` query MERGEs into ``transactions_enriched``: the join runs once.
+them to the potential-fraud topic (the ``alerts`` query stores them in Delta). Then it
+publishes each transaction's nearest fix of the batch to the internal
+enrichment-candidates topic, which the ``enrich`` query MERGEs into
+``transactions_enriched``: the join runs once. No Delta commit happens on this path: a
+commit (snapshot update, transaction-id check, statistics) costs more than the rest of a
+one-second micro-batch.
 
 A detector of single transactions is a transform ``(pairs_df, conf) -> alerts`` shaped by
 ``udfs.alerts.to_alerts``: list it in ``DETECTORS``.
@@ -21,13 +24,12 @@ from functools import reduce
 from pyspark.sql import DataFrame
 from pyspark.sql.streaming import StreamingQuery
 
-from txwatch.infra import tables
 from txwatch.infra.alert_sink import AlertSink
 from txwatch.infra.config import Conf
-from txwatch.infra.delta import append_once
 from txwatch.queries import ingest
 from txwatch.queries.base import ALERTS_POOL, QuerySpec, RunContext
 from udfs.eventtime import with_watermark_time
+from udfs.messages import to_messages
 from udfs.records import (
     parse_device_locations,
     parse_transactions,
@@ -76,16 +78,31 @@ def build(
     )
 
 
+def publish_candidates(candidates_df: DataFrame, conf: Conf) -> None:
+    """Send each transaction's nearest fix of the batch to the enrichment-candidates topic.
+
+    At least once: a micro-batch replayed after a crash sends its rows again, which the
+    enrich query's MERGE absorbs (it keeps the nearest fix and the highest speed).
+    """
+    (
+        to_messages(candidates_df, key="transaction_id")
+        .write.format("kafka")
+        .options(**conf.kafka_options())
+        .option("topic", conf.kafka.topics.enrichment_candidates)
+        .save()
+    )
+
+
 def batch_writer(sink: AlertSink, conf: Conf) -> Callable[[DataFrame, int], None]:
-    """The ``foreachBatch`` function: every detector's alerts to the sink."""
+    """The ``foreachBatch`` function: every detector's alerts to the sink, then candidates."""
 
     def write_travel_batch(pairs_df: DataFrame, batch_id: int) -> None:
         pairs_df = pairs_df.persist()
         try:
             alerts = [detector(pairs_df, conf) for detector in DETECTORS]
-            sink.save(reduce(DataFrame.unionByName, alerts), batch_id)
+            sink.publish(reduce(DataFrame.unionByName, alerts))
             candidates_df = nearest_location_per_transaction(pairs_df)
-            append_once(candidates_df, conf, tables.ENRICHMENT_CANDIDATES, NAME, batch_id)
+            publish_candidates(candidates_df, conf)
         finally:
             pairs_df.unpersist()
 
@@ -102,10 +119,10 @@ def start(ctx: RunContext) -> StreamingQuery:
         conf,
         ctx.token_key,
     )
-    sink = AlertSink(spark, conf, writer_id=NAME)
+    sink = AlertSink(spark, conf)
     writer = pairs_df.writeStream.foreachBatch(batch_writer(sink, conf))
     writer = ctx.with_trigger(ctx.checkpoint(writer, NAME), conf.stream.alert_trigger_interval)
     return ctx.start(writer, ALERTS_POOL)
 
 
-QUERY = QuerySpec(NAME, (tables.ALERTS, tables.ENRICHMENT_CANDIDATES), start)
+QUERY = QuerySpec(NAME, (), start)

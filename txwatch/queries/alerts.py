@@ -1,0 +1,86 @@
+"""Query ``alerts``: the potential-fraud topic -> the Delta ``alerts`` table, exactly once.
+
+Every detector publishes through ``txwatch.infra.alert_sink``; this query stores what was
+published. Per micro-batch it keeps each ``alert_id``'s first message (the topic is keyed
+by ``alert_id``, so repeats of an alert sit in one partition, in order), drops the alerts
+already stored (an anti-join with the stored alerts of the batch's event-time range, so the
+cost follows the batch, not the table) and appends the rest with Delta's
+``txnAppId``/``txnVersion``: a replayed micro-batch is not stored twice. A message that is
+not an alert goes to ``quarantine`` with the reason.
+
+It runs on ``stream.alert_table_trigger_interval`` (seconds), in the alerts pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pyspark.sql.functions as F
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql.streaming import StreamingQuery
+
+from txwatch.infra import tables
+from txwatch.infra.config import Conf
+from txwatch.infra.delta import append_once, event_time_range
+from txwatch.queries import ingest
+from txwatch.queries.base import ALERTS_POOL, QuerySpec, RunContext
+from udfs.alerts import ALERT_COLUMNS, ALERT_SCHEMA
+from udfs.messages import parse_messages
+from udfs.records import to_quarantine
+
+NAME = "alerts"
+
+
+def first_per_alert(messages_df: DataFrame) -> DataFrame:
+    """The valid messages, one per ``alert_id``: the earliest published."""
+    first_first = Window.partitionBy("alert_id").orderBy("kafka_partition", "kafka_offset")
+    return (
+        messages_df.filter(F.col("quarantine_reason").isNull())
+        .withColumn("_rank", F.row_number().over(first_first))
+        .filter(F.col("_rank") == 1)
+        .select(*ALERT_COLUMNS)
+    )
+
+
+def store_new_alerts(spark: SparkSession, conf: Conf, alerts_df: DataFrame, batch_id: int) -> None:
+    """Append the alerts of ``alerts_df`` (one row per id) that ``alerts`` does not hold yet."""
+    in_range = event_time_range(alerts_df)
+    if in_range is None:
+        return
+    stored_df = (
+        spark.read.format("delta")
+        .load(conf.table_path(tables.ALERTS))
+        .alias("t")
+        .filter(F.expr(in_range))
+        .select("alert_id")
+    )
+    new_df = alerts_df.join(stored_df, on="alert_id", how="left_anti")
+    append_once(new_df, conf, tables.ALERTS, NAME, batch_id)
+
+
+def batch_writer(spark: SparkSession, conf: Conf) -> Callable[[DataFrame, int], None]:
+    """The ``foreachBatch`` function of the alerts query."""
+
+    def write_alerts_batch(batch_df: DataFrame, batch_id: int) -> None:
+        messages_df = parse_messages(batch_df, ALERT_SCHEMA, ("alert_id", "alert_type")).persist()
+        try:
+            store_new_alerts(spark, conf, first_per_alert(messages_df), batch_id)
+            invalid_df = to_quarantine(messages_df)
+            if not invalid_df.isEmpty():
+                append_once(invalid_df, conf, tables.QUARANTINE, NAME, batch_id)
+        finally:
+            messages_df.unpersist()
+
+    return write_alerts_batch
+
+
+def start(ctx: RunContext) -> StreamingQuery:
+    spark, conf = ctx.spark, ctx.conf
+    source = ingest.read(spark, conf, (conf.kafka.topics.potential_fraud,))
+    writer = source.writeStream.foreachBatch(batch_writer(spark, conf))
+    interval = conf.stream.alert_table_trigger_interval
+    writer = ctx.with_trigger(ctx.checkpoint(writer, NAME), interval)
+    return ctx.start(writer, ALERTS_POOL)
+
+
+QUERY = QuerySpec(NAME, (tables.ALERTS,), start)
