@@ -23,8 +23,8 @@ from pyspark.sql import DataFrame, SparkSession
 
 from txwatch.infra import tables
 from txwatch.infra.config import Conf
+from txwatch.infra.topics import publish
 from udfs.alerts import ALERT_COLUMNS
-from udfs.messages import to_messages
 
 # How many published alert ids the sink remembers (about 100 bytes each): far more alerts
 # than any detector raises within the time it can find the same alert again (impossible
@@ -32,17 +32,6 @@ from udfs.messages import to_messages
 REMEMBERED_IDS = 100_000
 # At start, the ids of the alerts stored in this much detection time before the newest.
 SEED_WINDOW = "INTERVAL 1 HOUR"
-
-
-def publish(alerts_df: DataFrame, conf: Conf) -> None:
-    """Send alerts as JSON to the alert topic, keyed by ``alert_id``."""
-    (
-        to_messages(alerts_df.select(*ALERT_COLUMNS), key="alert_id")
-        .write.format("kafka")
-        .options(**conf.kafka_options())
-        .option("topic", conf.kafka.topics.potential_fraud)
-        .save()
-    )
 
 
 class AlertSink:
@@ -90,7 +79,8 @@ class AlertSink:
             ids = [r.alert_id for r in alerts_df.select("alert_id").collect()]
             new_ids = sorted({i for i in ids if i not in self._published})
             if new_ids:
-                publish(alerts_df.filter(F.col("alert_id").isin(new_ids)), self._conf)
+                new_df = alerts_df.filter(F.col("alert_id").isin(new_ids))
+                publish(new_df, self._conf, self._conf.kafka.topics.potential_fraud, "alert_id")
                 self._remember(new_ids)
             return len(new_ids)
         finally:

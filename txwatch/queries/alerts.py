@@ -22,21 +22,19 @@ from pyspark.sql.streaming import StreamingQuery
 from txwatch.infra import tables
 from txwatch.infra.config import Conf
 from txwatch.infra.delta import append_once, event_time_range
+from txwatch.infra.topics import valid_messages
 from txwatch.queries import ingest
 from txwatch.queries.base import ALERTS_POOL, QuerySpec, RunContext
 from udfs.alerts import ALERT_COLUMNS, ALERT_SCHEMA
-from udfs.messages import parse_messages
-from udfs.records import to_quarantine
 
 NAME = "alerts"
 
 
 def first_per_alert(messages_df: DataFrame) -> DataFrame:
-    """The valid messages, one per ``alert_id``: the earliest published."""
+    """Valid alert messages, one per ``alert_id``: the earliest published."""
     first_first = Window.partitionBy("alert_id").orderBy("kafka_partition", "kafka_offset")
     return (
-        messages_df.filter(F.col("quarantine_reason").isNull())
-        .withColumn("_rank", F.row_number().over(first_first))
+        messages_df.withColumn("_rank", F.row_number().over(first_first))
         .filter(F.col("_rank") == 1)
         .select(*ALERT_COLUMNS)
     )
@@ -62,14 +60,9 @@ def batch_writer(spark: SparkSession, conf: Conf) -> Callable[[DataFrame, int], 
     """The ``foreachBatch`` function of the alerts query."""
 
     def write_alerts_batch(batch_df: DataFrame, batch_id: int) -> None:
-        messages_df = parse_messages(batch_df, ALERT_SCHEMA, ("alert_id", "alert_type")).persist()
-        try:
-            store_new_alerts(spark, conf, first_per_alert(messages_df), batch_id)
-            invalid_df = to_quarantine(messages_df)
-            if not invalid_df.isEmpty():
-                append_once(invalid_df, conf, tables.QUARANTINE, NAME, batch_id)
-        finally:
-            messages_df.unpersist()
+        required = ("alert_id", "alert_type")
+        with valid_messages(batch_df, ALERT_SCHEMA, required, conf, NAME, batch_id) as alerts_df:
+            store_new_alerts(spark, conf, first_per_alert(alerts_df), batch_id)
 
     return write_alerts_batch
 

@@ -14,19 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pyspark.sql.functions as F
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from txwatch.infra import tables
 from txwatch.infra.config import Conf
-from txwatch.infra.delta import append_once, event_time_range
+from txwatch.infra.delta import event_time_range
+from txwatch.infra.topics import valid_messages
 from txwatch.queries import ingest
 from txwatch.queries.base import QuerySpec, RunContext
 from udfs import schemas
-from udfs.messages import parse_messages
-from udfs.records import to_quarantine
 from udfs.travel import combine_enriched
 
 NAME = "enrich"
@@ -70,23 +68,14 @@ def batch_writer(spark: SparkSession, conf: Conf) -> Callable[[DataFrame, int], 
     """The ``foreachBatch`` function of the enrich query."""
 
     def write_enrich_batch(batch_df: DataFrame, batch_id: int) -> None:
-        messages_df = parse_messages(
-            batch_df, schemas.ENRICHMENT_CANDIDATES, ("transaction_id", "event_time")
-        ).persist()
-        try:
-            invalid_df = to_quarantine(messages_df)
-            if not invalid_df.isEmpty():
-                append_once(invalid_df, conf, tables.QUARANTINE, NAME, batch_id)
-            candidates_df = messages_df.filter(F.col("quarantine_reason").isNull()).select(
-                *schemas.ENRICHMENT_CANDIDATES.fieldNames()
-            )
+        schema, required = schemas.ENRICHMENT_CANDIDATES, ("transaction_id", "event_time")
+        with valid_messages(batch_df, schema, required, conf, NAME, batch_id) as messages_df:
+            candidates_df = messages_df.select(*schema.fieldNames())
             in_range = event_time_range(candidates_df)
             if in_range is None:
                 return
             # Several travel batches may have found fixes for the same transaction.
             merge_enriched(spark, conf, combine_enriched(candidates_df), in_range)
-        finally:
-            messages_df.unpersist()
 
     return write_enrich_batch
 

@@ -26,10 +26,10 @@ from pyspark.sql.streaming import StreamingQuery
 
 from txwatch.infra.alert_sink import AlertSink
 from txwatch.infra.config import Conf
+from txwatch.infra.topics import publish
 from txwatch.queries import ingest
 from txwatch.queries.base import ALERTS_POOL, QuerySpec, RunContext
 from udfs.eventtime import with_watermark_time
-from udfs.messages import to_messages
 from udfs.records import (
     parse_device_locations,
     parse_transactions,
@@ -84,13 +84,7 @@ def publish_candidates(candidates_df: DataFrame, conf: Conf) -> None:
     At least once: a micro-batch replayed after a crash sends its rows again, which the
     enrich query's MERGE absorbs (it keeps the nearest fix and the highest speed).
     """
-    (
-        to_messages(candidates_df, key="transaction_id")
-        .write.format("kafka")
-        .options(**conf.kafka_options())
-        .option("topic", conf.kafka.topics.enrichment_candidates)
-        .save()
-    )
+    publish(candidates_df, conf, conf.kafka.topics.enrichment_candidates, key="transaction_id")
 
 
 def batch_writer(sink: AlertSink, conf: Conf) -> Callable[[DataFrame, int], None]:
