@@ -32,6 +32,7 @@ def test_environment_overrides(monkeypatch, tmp_path):
             "unknown key.*trigger_intervall \\(did you mean trigger_interval\\?\\)",
         ),
         ("extends: base.yaml\nimpossible_travel:\n  min_gap_s: soon\n", "must be float"),
+        ("extends: base.yaml\nstream:\n  join_state_format: 5\n", "one of 2, 3, 4, not 5"),
         ("extends: nowhere.yaml\n", "not found"),
         ("lake_root: [\n", "not valid YAML"),
     ],

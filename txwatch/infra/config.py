@@ -55,6 +55,7 @@ class StreamConf:
     device_locations_watermark: str
     join_before: str
     join_after: str
+    join_state_format: int
     max_future_skew: str
     max_event_time_lead: str
     watermark_max_lead: str
@@ -113,6 +114,9 @@ class Conf:
         """Options every Spark Kafka source and sink of this job passes."""
         return {"kafka.bootstrap.servers": self.kafka.bootstrap_servers, **self.kafka.options}
 
+
+# Spark's stream-stream join state formats this job can run (1 is deprecated).
+JOIN_STATE_FORMATS = (2, 3, 4)
 
 _DURATION_UNITS_S = {
     "microsecond": 1e-6,
@@ -263,4 +267,9 @@ def load_conf(path: str | os.PathLike[str] = DEFAULT_CONF) -> Conf:
     data["source"] = str(conf_path)
     conf: Conf = _build(Conf, data, "conf")
     _check_durations(conf)
+    if conf.stream.join_state_format not in JOIN_STATE_FORMATS:
+        raise ConfigError(
+            f"stream.join_state_format must be one of {', '.join(map(str, JOIN_STATE_FORMATS))}, "
+            f"not {conf.stream.join_state_format}"
+        )
     return conf

@@ -1,7 +1,7 @@
 """The streaming queries of the pipeline, one module each, and the runner that starts them.
 
-``PIPELINE`` lists them in the order an ``--available-now`` run drains them: a query that
-reads another's output comes after it.
+``PIPELINE`` lists them all. An ``--available-now`` run starts every query whose ``after``
+queries have finished (ingest and travel together, then alerts and enrich).
 """
 
 from __future__ import annotations

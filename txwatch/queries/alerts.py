@@ -76,4 +76,5 @@ def start(ctx: RunContext) -> StreamingQuery:
     return ctx.start(writer, ALERTS_POOL)
 
 
-QUERY = QuerySpec(NAME, (tables.ALERTS,), start)
+# Every detector publishes to the potential-fraud topic; travel is the one that exists today.
+QUERY = QuerySpec(NAME, (tables.ALERTS,), start, after=("travel",))

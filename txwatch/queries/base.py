@@ -59,8 +59,13 @@ class RunContext:
 
 @dataclass(frozen=True)
 class QuerySpec:
-    """A streaming query the runner can start: name, Delta tables it writes, how to start it."""
+    """A streaming query the runner can start: name, Delta tables it writes, how to start it.
+
+    ``after`` names the queries whose output (a topic or table) this one reads: an
+    ``--available-now`` run starts it once they have drained theirs.
+    """
 
     name: str
     writes: tuple[str, ...]
     start: Callable[[RunContext], StreamingQuery]
+    after: tuple[str, ...] = ()

@@ -86,4 +86,4 @@ def start(ctx: RunContext) -> StreamingQuery:
     return ctx.start(ctx.with_trigger(ctx.checkpoint(writer, NAME)))
 
 
-QUERY = QuerySpec(NAME, (tables.TRANSACTIONS_ENRICHED,), start)
+QUERY = QuerySpec(NAME, (tables.TRANSACTIONS_ENRICHED,), start, after=("travel",))

@@ -69,16 +69,32 @@ class IngestOutputs:
     quarantine_df: DataFrame
 
 
+def _raw_text_of_invalid_only(parsed_df: DataFrame) -> DataFrame:
+    """Keep the raw key and value only where quarantine needs them: on invalid records.
+
+    The raw JSON is most of a parsed record's size, and the parsed batch is cached while
+    three tables are written; valid records never need it again.
+    """
+    is_invalid = F.col("quarantine_reason").isNotNull()
+    return parsed_df.withColumns(
+        {name: F.when(is_invalid, F.col(name)) for name in ("kafka_key", "raw_value")}
+    )
+
+
 def parse_batch(raw_df: DataFrame, conf: Conf, token_key: bytes) -> ParsedBatch:
     """Parse and validate raw Kafka rows, by topic."""
     topics = conf.kafka.topics
     skew = conf.stream.max_future_skew
     return ParsedBatch(
-        transactions_df=parse_transactions(
-            raw_df.filter(F.col("kafka_topic") == topics.transactions), token_key, skew
+        transactions_df=_raw_text_of_invalid_only(
+            parse_transactions(
+                raw_df.filter(F.col("kafka_topic") == topics.transactions), token_key, skew
+            )
         ),
-        device_locations_df=parse_device_locations(
-            raw_df.filter(F.col("kafka_topic") == topics.device_locations), skew
+        device_locations_df=_raw_text_of_invalid_only(
+            parse_device_locations(
+                raw_df.filter(F.col("kafka_topic") == topics.device_locations), skew
+            )
         ),
     )
 

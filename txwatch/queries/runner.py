@@ -2,8 +2,9 @@
 
 Two ways to run:
 
-- ``run_available_now``: drain what Kafka holds now, query after query in list order (a
-  query reading another's output runs after it), then stop;
+- ``run_available_now``: drain what Kafka holds now, then stop. Queries run side by side,
+  except that a query starts only after the queries it reads from (``QuerySpec.after``)
+  have drained theirs;
 - ``run_continuously``: start every query, run until one fails, the process gets SIGTERM
   or Ctrl-C, or a duration passes; then stop the others between micro-batches.
 
@@ -71,19 +72,47 @@ def describe_failure(query_name: str, error: BaseException, ctx: RunContext) -> 
 
 
 def run_available_now(ctx: RunContext, queries: Sequence[QuerySpec]) -> None:
-    """Run each query with an ``availableNow`` trigger until it has drained its input."""
+    """Run each query with an ``availableNow`` trigger until it has drained its input.
+
+    A query starts as soon as the queries of this run it reads from (``after``) have
+    finished, so independent ones overlap: one query's driver-side planning and commits
+    leave cores idle that the other's tasks use.
+    """
     assert ctx.available_now, "run_available_now needs a RunContext with available_now=True"
     ensure_tables(ctx.spark, ctx.conf)
     bounds = WatermarkBounds.from_conf(ctx.conf)
-    for spec in queries:
-        query = spec.start(ctx)
-        try:
-            query.awaitTermination()
-        except StreamingQueryException as err:
-            raise describe_failure(spec.name, err, ctx) from err
-        finally:
-            rows = [progress_row(p, bounds) for p in query.recentProgress]
-            write_progress(ctx.spark, ctx.conf, rows)
+    in_run = {spec.name for spec in queries}
+    waiting = list(queries)
+    running: dict[str, StreamingQuery] = {}
+    finished: set[str] = set()
+    # Queries of earlier runs in this session count as terminated until this is reset.
+    ctx.spark.streams.resetTerminated()
+    try:
+        while waiting or running:
+            for spec in [s for s in waiting if in_run.intersection(s.after) <= finished]:
+                running[spec.name] = spec.start(ctx)
+                waiting.remove(spec)
+            if not running:
+                names = ", ".join(spec.name for spec in waiting)
+                raise UserError(f"queries {names} wait for each other (QuerySpec.after)")
+            ctx.spark.streams.awaitAnyTermination()
+            ctx.spark.streams.resetTerminated()
+            for name, query in list(running.items()):
+                if query.isActive:
+                    continue
+                del running[name]
+                finished.add(name)
+                write_progress(
+                    ctx.spark, ctx.conf, [progress_row(p, bounds) for p in query.recentProgress]
+                )
+    except StreamingQueryException as err:
+        failed = next((n for n, q in running.items() if q.exception() is not None), "unknown")
+        for query in running.values():
+            query.stop()
+            write_progress(
+                ctx.spark, ctx.conf, [progress_row(p, bounds) for p in query.recentProgress]
+            )
+        raise describe_failure(failed, err, ctx) from err
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:
