@@ -1,9 +1,9 @@
 """What every streaming query module provides, and what it is given to start.
 
 A query module reads its sources, builds with pure transforms from ``udfs``, writes in a
-``foreachBatch`` function and exposes ``QUERY``: its name, the tables it writes and a
-``start(ctx)`` that is the only place calling ``writeStream``. The runner
-(``txwatch.queries.runner``) starts a list of them.
+``foreachBatch`` function and exposes ``QUERY``: its name, a ``start(ctx)`` that is the
+only place calling ``writeStream``, and the queries whose output it reads (``after``). The
+runner (``txwatch.queries.runner``) starts a list of them.
 """
 
 from __future__ import annotations
@@ -59,13 +59,12 @@ class RunContext:
 
 @dataclass(frozen=True)
 class QuerySpec:
-    """A streaming query the runner can start: name, Delta tables it writes, how to start it.
+    """A streaming query the runner can start: its name and how to start it.
 
     ``after`` names the queries whose output (a topic or table) this one reads: an
     ``--available-now`` run starts it once they have drained theirs.
     """
 
     name: str
-    writes: tuple[str, ...]
     start: Callable[[RunContext], StreamingQuery]
     after: tuple[str, ...] = ()

@@ -22,7 +22,7 @@ from txwatch.infra import tables
 from txwatch.infra.config import Conf
 from txwatch.infra.delta import event_time_range
 from txwatch.infra.topics import valid_messages
-from txwatch.queries import ingest
+from txwatch.queries import ingest, travel
 from txwatch.queries.base import QuerySpec, RunContext
 from udfs import schemas
 from udfs.travel import combine_enriched
@@ -86,4 +86,4 @@ def start(ctx: RunContext) -> StreamingQuery:
     return ctx.start(ctx.with_trigger(ctx.checkpoint(writer, NAME)))
 
 
-QUERY = QuerySpec(NAME, (tables.TRANSACTIONS_ENRICHED,), start, after=("travel",))
+QUERY = QuerySpec(NAME, start, after=(travel.NAME,))

@@ -138,6 +138,4 @@ def start(ctx: RunContext) -> StreamingQuery:
     return ctx.start(ctx.with_trigger(ctx.checkpoint(writer, NAME)))
 
 
-QUERY = QuerySpec(
-    NAME, (tables.BRONZE_TRANSACTIONS, tables.BRONZE_DEVICE_LOCATIONS, tables.QUARANTINE), start
-)
+QUERY = QuerySpec(NAME, start)

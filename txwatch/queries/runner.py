@@ -85,6 +85,10 @@ def run_available_now(ctx: RunContext, queries: Sequence[QuerySpec]) -> None:
     waiting = list(queries)
     running: dict[str, StreamingQuery] = {}
     finished: set[str] = set()
+
+    def record_progress(query: StreamingQuery) -> None:
+        write_progress(ctx.spark, ctx.conf, [progress_row(p, bounds) for p in query.recentProgress])
+
     # Queries of earlier runs in this session count as terminated until this is reset.
     ctx.spark.streams.resetTerminated()
     try:
@@ -98,21 +102,18 @@ def run_available_now(ctx: RunContext, queries: Sequence[QuerySpec]) -> None:
             ctx.spark.streams.awaitAnyTermination()
             ctx.spark.streams.resetTerminated()
             for name, query in list(running.items()):
-                if query.isActive:
-                    continue
-                del running[name]
-                finished.add(name)
-                write_progress(
-                    ctx.spark, ctx.conf, [progress_row(p, bounds) for p in query.recentProgress]
-                )
+                if not query.isActive:
+                    del running[name]
+                    finished.add(name)
+                    record_progress(query)
     except StreamingQueryException as err:
         failed = next((n for n, q in running.items() if q.exception() is not None), "unknown")
+        raise describe_failure(failed, err, ctx) from err
+    finally:
+        # After a failure the others stop too, between micro-batches.
         for query in running.values():
             query.stop()
-            write_progress(
-                ctx.spark, ctx.conf, [progress_row(p, bounds) for p in query.recentProgress]
-            )
-        raise describe_failure(failed, err, ctx) from err
+            record_progress(query)
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:

@@ -119,4 +119,4 @@ def start(ctx: RunContext) -> StreamingQuery:
     return ctx.start(writer, ALERTS_POOL)
 
 
-QUERY = QuerySpec(NAME, (), start)
+QUERY = QuerySpec(NAME, start)
