@@ -1,5 +1,5 @@
 # The two commands: `make demo` and `make test`. Everything else is a step of theirs.
-.PHONY: setup demo test bench bench-latency lint kafka-start kafka-stop clean
+.PHONY: setup demo test bench bench-metrics bench-latency lint kafka-start kafka-stop clean
 
 setup:
 	scripts/setup.sh
@@ -12,6 +12,9 @@ test: setup
 
 bench: setup
 	.venv/bin/python -m bench.throughput $(BENCH_ARGS)
+
+bench-metrics: setup
+	.venv/bin/python -m bench.metrics $(BENCH_ARGS)
 
 bench-latency: setup
 	.venv/bin/python -m bench.latency $(BENCH_ARGS)

@@ -248,11 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         BENCH_DIR,
         DEFAULT_CONF,
         bench_conf,
-        local_broker,
         prepare_backlog,
         topic_record_counts,
     )
-    from txwatch.infra.kafka_admin import ensure_topics
+    from txwatch.infra.kafka_admin import ensure_topics, local_broker
 
     parser = argparse.ArgumentParser(
         prog="python -m bench.baseline",

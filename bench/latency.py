@@ -70,12 +70,11 @@ from bench.throughput import (
     Shard,
     ShardSimulator,
     delete_topics,
-    local_broker,
     peak_rss_mib,
 )
 from txwatch.infra import tables
 from txwatch.infra.config import Conf, load_conf
-from txwatch.infra.kafka_admin import ensure_topics
+from txwatch.infra.kafka_admin import ensure_topics, local_broker
 from txwatch.infra.session import create_session
 from txwatch.queries import PIPELINE
 from txwatch.simulator import SimulationParams, TruthRow
@@ -92,6 +91,7 @@ TOPICS = {
     "device_locations": "lat-device-locations",
     "potential_fraud": "lat-potential-fraud",
     "enrichment_candidates": "lat-enrichment-candidates",
+    "metrics": "lat-metrics",
 }
 PING_INTERVAL_S = 10.0
 PAYMENT_SHARE = 0.05  # of all events; the rest are location fixes

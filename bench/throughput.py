@@ -51,11 +51,10 @@ import math
 import multiprocessing as mp
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -68,7 +67,12 @@ from bench.baseline import BaselineResult, run_baseline
 from bench.cost import CostInputs, read_cost_inputs
 from txwatch.infra import tables
 from txwatch.infra.config import Conf, Topics, load_conf
-from txwatch.infra.kafka_admin import admin_client, ensure_topics, topic_names, wait_for_broker
+from txwatch.infra.kafka_admin import (
+    admin_client,
+    ensure_topics,
+    local_broker,
+    topic_names,
+)
 from txwatch.infra.progress import ProgressRecorder, WatermarkBounds
 from txwatch.infra.session import create_session
 from txwatch.queries import PIPELINE, ingest, travel
@@ -86,13 +90,13 @@ LAKE_ROOT = BENCH_DIR / "lake"
 NOOP_CHECKPOINT = BENCH_DIR / "noop-checkpoint"
 MANIFEST = BENCH_DIR / "backlog.json"
 DEFAULT_CONF = REPO_ROOT / "conf" / "bench.yaml"
-KAFKA_LOCAL = REPO_ROOT / "scripts" / "kafka-local.sh"
 
 BENCH_TOPICS = Topics(
     transactions="bench-transactions",
     device_locations="bench-device-locations",
     potential_fraud="bench-potential-fraud",
     enrichment_candidates="bench-enrichment-candidates",
+    metrics="bench-metrics",
 )
 BENCH_TOKEN_KEY = b"txwatch-bench-token-key (not a secret)"
 PRODUCERS = 2
@@ -124,28 +128,6 @@ def token_key(conf: Conf) -> bytes:
 
 
 # --------------------------------------------------------------------------- broker
-
-
-def broker_answers(bootstrap_servers: str) -> bool:
-    try:
-        wait_for_broker(bootstrap_servers, timeout_s=0.0)
-    except RuntimeError:
-        return False
-    return True
-
-
-@contextmanager
-def local_broker(bootstrap_servers: str) -> Iterator[None]:
-    """Use the broker that answers, else start the local one and stop it afterwards."""
-    if broker_answers(bootstrap_servers):
-        print(f"bench: using the running broker at {bootstrap_servers}", flush=True)
-        yield
-        return
-    subprocess.run([str(KAFKA_LOCAL), "start"], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run([str(KAFKA_LOCAL), "stop"], check=False)
 
 
 def topic_record_counts(conf: Conf) -> dict[str, int]:

@@ -1,19 +1,29 @@
-"""Summary of a run: rows per table, alerts, detection quality against ``ground_truth``.
+"""Summary of a run, or the NAB benchmark through the metrics detector.
 
     ./spark-submit.sh evaluate [--conf conf/local.yaml] [--check]
+    ./spark-submit.sh evaluate nab --data DIR [--labels FILE] [--profiles FILE] --out OUT
 
+Without a command: rows per table, alerts and detection quality against ``ground_truth``.
 With ``--check`` the job exits 1 when impossible-travel precision or recall is below the
 bar, an ``alert_id`` repeats, or a table holds something shaped like a full card number.
+
+``nab``: replays every ``DIR/<category>/<name>.csv`` (``timestamp,value``) through a
+metrics topic into the ``metric_points`` query, writes ``OUT/<category>/<name>.csv``
+(``timestamp,value,anomaly_score,is_anomaly``) and, with ``--labels``
+(``combined_windows.json``), prints the NAB score for each profile (``--profiles``,
+default ``profiles.json`` beside the labels, else NAB's three). It starts the local broker
+if none answers and stops it afterwards; its topics and lake are deleted at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from txwatch.evaluation import summarize
 from txwatch.infra.config import DEFAULT_CONF, load_conf
-from txwatch.infra.errors import run_entry_point
+from txwatch.infra.errors import UserError, run_entry_point
 from txwatch.infra.session import create_session
 
 
@@ -27,10 +37,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--check", action="store_true", help="exit 1 if the quality bar is not met")
     parser.add_argument("--min-precision", type=float, default=0.95)
     parser.add_argument("--min-recall", type=float, default=0.95)
+    commands = parser.add_subparsers(dest="command", metavar="{nab}")
+    nab = commands.add_parser("nab", help="score the metrics detector on a NAB-format corpus")
+    nab.add_argument("--data", required=True, type=Path, help="corpus: <category>/<name>.csv")
+    nab.add_argument("--labels", type=Path, help="combined_windows.json: score the results")
+    nab.add_argument("--profiles", type=Path, help="profiles.json (default: beside --labels)")
+    nab.add_argument("--out", required=True, type=Path, help="where the scored files go")
+    nab.add_argument("--conf", dest="nab_conf", default=None, help="YAML config")
     return parser.parse_args(argv)
 
 
+def run_nab(args: argparse.Namespace) -> int:
+    from txwatch.nab_eval import evaluate_nab
+
+    conf = load_conf(args.nab_conf or args.conf)
+    if not args.data.is_dir():
+        raise UserError(f"--data {args.data}: not a directory")
+    if args.labels is not None and not args.labels.is_file():
+        raise UserError(f"--labels {args.labels}: no such file")
+    profiles = args.profiles
+    if profiles is None and args.labels is not None:
+        beside = args.labels.parent / "profiles.json"
+        profiles = beside if beside.is_file() else None
+    evaluate_nab(
+        lambda run_conf: create_session(run_conf, "evaluate-nab"),
+        conf,
+        args.data,
+        args.out,
+        args.labels,
+        profiles,
+    )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.command == "nab":
+        return run_nab(args)
     conf = load_conf(args.conf)
     spark = create_session(conf, "evaluate")
     ok = summarize(spark, conf, args.min_precision, args.min_recall)

@@ -3,8 +3,11 @@
 Each user has cards, a phone, a home city, a workplace, favourite merchants and habits;
 payments happen where the phone is, and labelled scenarios are injected at their own rates
 (impossible travel, malformed, late and out-of-order records, phones that report nothing).
-Every transaction gets a row in the Delta table ``ground_truth``. The same ``--seed`` gives
-the same records. See ``txwatch/simulator.py`` for the model.
+By default four hours of payments precede the period (``--history``) and the period holds
+three metric incidents: a surge of failed payments, a surge of reversals and an outage of
+approvals (``--no-metric-incidents`` leaves them out). Every transaction and incident gets
+a row in the Delta table ``ground_truth``. The same ``--seed`` gives the same records. See
+``txwatch/simulator.py`` for the model.
 
     ./spark-submit.sh simulate [--users 1500] [--duration 60m] [--seed 7] ...
 """
@@ -19,7 +22,17 @@ from datetime import UTC, datetime
 from txwatch.infra.config import DEFAULT_CONF, load_conf
 from txwatch.infra.errors import UserError, run_entry_point
 from txwatch.infra.kafka_admin import ensure_topics
-from txwatch.simulator import SimulationParams, Simulator, iso, produce, write_ground_truth
+from txwatch.simulator import (
+    DEMO_METRIC_INCIDENTS,
+    SimulationParams,
+    Simulator,
+    iso,
+    produce,
+    write_ground_truth,
+)
+
+# The metrics detector's warm-up is 150 points (minutes): four hours leave it time.
+DEFAULT_HISTORY_MIN = 240.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--duration",
         "--duration-min",
         dest="duration_min",
-        type=parse_duration_min,
+        type=_positive_duration_min,
         default=d.duration_min,
         help="simulated time: minutes, or with a unit: 90s, 45m, 2h (default %(default)s min)",
     )
@@ -68,6 +81,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
     parser.add_argument(
+        "--history",
+        dest="history_min",
+        type=parse_duration_min,
+        default=DEFAULT_HISTORY_MIN,
+        help="payments (no phones) for this long before --start, so the per-minute metric "
+        "series have a past to learn from: the metrics detector alerts after 150 points "
+        f"(default {DEFAULT_HISTORY_MIN:g} min; 0 for none)",
+    )
+    parser.add_argument(
+        "--no-metric-incidents",
+        action="store_true",
+        help="do not inject the failed-payment surge, reversal surge and approval outage "
+        "(they need a period of at least 50 minutes)",
+    )
+    parser.add_argument(
         "--no-ground-truth",
         action="store_true",
         help="do not write lake/ground_truth (no Spark needed)",
@@ -76,6 +104,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def parse_duration_min(text: str) -> float:
+    if text.strip() in ("0", "0m", "0s", "0h"):
+        return 0.0
+    return _positive_duration_min(text)
+
+
+def _positive_duration_min(text: str) -> float:
     """``"90s"``, ``"45m"``, ``"2h"`` or plain minutes, as minutes."""
     units = {"s": 1 / 60, "m": 1.0, "h": 60.0}
     value, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "m")
@@ -89,6 +123,14 @@ def parse_duration_min(text: str) -> float:
 
 
 def params_from_args(args: argparse.Namespace) -> SimulationParams:
+    incidents = () if args.no_metric_incidents else DEMO_METRIC_INCIDENTS
+    last_end = max((i.start_min + i.duration_min for i in incidents), default=0.0)
+    if incidents and args.duration_min < last_end + SimulationParams.tail_s / 60.0:
+        raise UserError(
+            f"--duration {args.duration_min:g} min is too short for the metric incidents (they "
+            f"end at minute {last_end:g} and payments stop 10 minutes before the end): use "
+            "--duration 60 or more, or --no-metric-incidents"
+        )
     start = datetime.fromisoformat(args.start.replace("Z", "+00:00"))
     if start.tzinfo is None:
         raise UserError("--start needs a time zone, e.g. 2026-01-05T07:00:00Z")
@@ -105,6 +147,8 @@ def params_from_args(args: argparse.Namespace) -> SimulationParams:
         out_of_order_rate=args.out_of_order_rate,
         late_rate=args.late_rate,
         no_location_rate=args.no_location_rate,
+        history_min=args.history_min,
+        metric_incidents=incidents,
     )
 
 

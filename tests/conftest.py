@@ -83,6 +83,7 @@ def kafka_conf(conf: Conf, kafka_bootstrap: str) -> Conf:
         device_locations=f"device-locations-{suffix}",
         potential_fraud=f"potential-fraud-{suffix}",
         enrichment_candidates=f"enrichment-candidates-{suffix}",
+        metrics=f"metrics-{suffix}",
     )
     kafka = dataclasses.replace(
         conf.kafka, bootstrap_servers=kafka_bootstrap, topics=topics, partitions=2

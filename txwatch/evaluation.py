@@ -6,13 +6,16 @@ Printed by ``./spark-submit.sh evaluate`` (``jobs/evaluate.py``) and at the end 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import pyspark.sql.functions as F
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 
 from txwatch.infra import tables
 from txwatch.infra.config import Conf
 from txwatch.lake import read_table, table_exists
+from txwatch.simulator import METRIC_SCENARIOS
+from udfs.metrics import METRIC_ALERT_TYPES
 from udfs.privacy import CARD_NUMBER_PATTERN
 from udfs.travel import ALERT_TYPE_IMPOSSIBLE_TRAVEL
 
@@ -54,6 +57,95 @@ def impossible_travel_quality(alerts_df: DataFrame, truth_df: DataFrame) -> Dete
         positives=positives_df.count(),
         true_positives=alerted_df.join(positives_df, "transaction_id", how="inner").count(),
     )
+
+
+# A metric alert counts for an incident when it comes at most this long after its start.
+INCIDENT_DETECTION_DELAY = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class IncidentResult:
+    scenario: str
+    detail: str
+    start: datetime
+    end: datetime
+    first_alert: datetime | None  # the first metric alert in [start, start + 5 min]
+    alerts: int  # metric alerts between the start and 5 minutes after the end
+
+    @property
+    def is_detected(self) -> bool:
+        return self.first_alert is not None
+
+
+def metric_incident_results(
+    alerts_df: DataFrame, truth_df: DataFrame
+) -> tuple[list[IncidentResult], list[Row]]:
+    """Each labelled metric incident with its alerts, and the metric alerts outside all of them.
+
+    An alert belongs to an incident from the incident's start to 5 minutes after its end
+    (a series' alert time is the minute it describes); it detects the incident when it
+    comes within 5 minutes of the start.
+    """
+    metric_alerts = (
+        alerts_df.filter(F.col("alert_type").isin(*METRIC_ALERT_TYPES))
+        .select("alert_type", "event_time", "reason")
+        .orderBy("event_time")
+        .collect()
+    )
+    incidents = (
+        truth_df.filter(F.col("scenario").isin(*METRIC_SCENARIOS) & F.col("end_time").isNotNull())
+        .select("scenario", "detail", "event_time", "end_time")
+        .orderBy("event_time")
+        .collect()
+    )
+    results, explained = [], set()
+    for incident in incidents:
+        inside = [
+            i
+            for i, a in enumerate(metric_alerts)
+            if incident.event_time <= a.event_time <= incident.end_time + INCIDENT_DETECTION_DELAY
+        ]
+        explained.update(inside)
+        early = [
+            metric_alerts[i].event_time
+            for i in inside
+            if metric_alerts[i].event_time <= incident.event_time + INCIDENT_DETECTION_DELAY
+        ]
+        results.append(
+            IncidentResult(
+                incident.scenario,
+                incident.detail,
+                incident.event_time,
+                incident.end_time,
+                min(early) if early else None,
+                len(inside),
+            )
+        )
+    outside = [a for i, a in enumerate(metric_alerts) if i not in explained]
+    return results, outside
+
+
+def print_metric_incidents(alerts_df: DataFrame, truth_df: DataFrame) -> bool:
+    """Print the metric incidents beside their alerts; True when every one was detected in
+    time and no metric alert came outside them."""
+    results, outside = metric_incident_results(alerts_df, truth_df)
+    if not results and not outside:
+        return True
+    print("\nMetric incidents vs ground truth (alerted within 5 minutes of the start?):")
+    for r in results:
+        found = (
+            f"first alert +{(r.first_alert - r.start).total_seconds() / 60:.0f} min"
+            if r.first_alert
+            else "NOT alerted in time"
+        )
+        print(
+            f"  {r.scenario:<16} {r.start:%H:%M}-{r.end:%H:%M}  {found:<20} "
+            f"{r.alerts} alerts  ({r.detail})"
+        )
+    print(f"  metric alerts outside every incident: {len(outside)}")
+    for alert in outside[:10]:
+        print(f"    {alert.event_time:%H:%M} {alert.alert_type:<14} {alert.reason}")
+    return all(r.is_detected for r in results) and not outside
 
 
 def card_number_hits(df: DataFrame) -> int:
@@ -144,6 +236,7 @@ def summarize(spark: SparkSession, conf: Conf, min_precision: float, min_recall:
             f"(bar: >= {min_precision} and >= {min_recall}: {'met' if bar_met else 'NOT met'})"
         )
         ok &= bar_met
+        ok &= print_metric_incidents(alerts_df, truth_df)
         late_truth = truth_df.filter(F.col("scenario") == "late").select("transaction_id")
         late_total = late_truth.count()
         if late_total:

@@ -11,7 +11,14 @@ its own rate:
 - ``malformed``: bad JSON, missing fields, wrong types, out-of-range values;
 - ``out_of_order`` and ``late``: records published after newer ones, some later than the
   job's watermark;
-- ``no_location``: users whose phone reports nothing (their payments cannot be checked).
+- ``no_location``: users whose phone reports nothing (their payments cannot be checked);
+- metric incidents (``metric_incidents``), each a stretch of minutes: ``failed_surge`` and
+  ``reversal_surge`` (extra payments with status failed or reversed, from users where
+  they are), ``approval_outage`` (no approved payment at all while the others go on).
+
+With ``history_min``, payments (no phone positions, scenario ``history``) precede the
+simulated period at every user's daytime rate, so the per-minute series have a past for
+the metrics detector to learn from before the period starts.
 
 Every transaction (and every malformed location record) gets a row in the Delta table
 ``ground_truth``. The same ``--seed`` gives the same records.
@@ -139,6 +146,40 @@ class SimulationParams:
     # Payments stop this long before the end while phones keep reporting, so the last
     # payments still find the fixes that follow them.
     tail_s: float = 600.0
+    # Payments only (no phones), at the daytime rate, for this long before ``start``.
+    history_min: float = 0.0
+    metric_incidents: tuple[MetricIncident, ...] = ()
+
+
+@dataclass(frozen=True)
+class MetricIncident:
+    """Minutes ``[start_min, start_min + duration_min)`` of the simulated period."""
+
+    scenario: str  # one of METRIC_SCENARIOS
+    start_min: float
+    duration_min: float
+    # Surges: extra payments per minute with the scenario's status.
+    extra_per_min: float = 0.0
+
+    @property
+    def status(self) -> str:
+        return METRIC_SCENARIOS[self.scenario]
+
+
+# Scenario -> the status it is about.
+METRIC_SCENARIOS = {
+    "failed_surge": "failed",
+    "reversal_surge": "reversed",
+    "approval_outage": "approved",
+}
+
+# The incidents ``make demo`` injects (jobs/simulate.py's default): inside the first 50
+# minutes of a 60-minute period, where payments still flow.
+DEMO_METRIC_INCIDENTS = (
+    MetricIncident("failed_surge", 10.0, 8.0, extra_per_min=15.0),
+    MetricIncident("reversal_surge", 24.0, 8.0, extra_per_min=10.0),
+    MetricIncident("approval_outage", 38.0, 7.0),
+)
 
 
 @dataclass(frozen=True)
@@ -203,6 +244,7 @@ class TruthRow:
     topic: str
     event_time: datetime
     delay_s: float
+    end_time: datetime | None = None  # metric incidents: the end of the stretch
 
 
 def offset(pos: tuple[float, float], east_m: float, north_m: float) -> tuple[float, float]:
@@ -394,6 +436,8 @@ class Simulator:
     def records(self) -> Iterator[tuple[float, Record]]:
         """Yield ``(simulated publication time, record)`` in publication order."""
         p, rng = self.p, self.rng
+        yield from self._history_records()
+        self._label_metric_incidents()
         end_s = p.duration_min * 60.0
         last_tx_s = max(end_s - p.tail_s, 0.0)
         events: list[tuple[float, int, int, str]] = []  # (time, seq, user index, kind)
@@ -405,6 +449,16 @@ class Simulator:
                 seq += 1
             events.append((self._next_tx_gap(user, 0.0), seq, i, "tx"))
             seq += 1
+        located = [i for i, user in enumerate(self.users) if user.has_location]
+        for number, incident in enumerate(p.metric_incidents):
+            # Surge payments as their own events (kind "surge:<n>"), from located users.
+            t = incident.start_min * 60.0
+            while incident.extra_per_min > 0:
+                t += rng.expovariate(incident.extra_per_min / 60.0)
+                if t >= (incident.start_min + incident.duration_min) * 60.0:
+                    break
+                events.append((t, seq, rng.choice(located), f"surge:{number}"))
+                seq += 1
         heapq.heapify(events)
         transactions = 0
         while events:
@@ -423,6 +477,11 @@ class Simulator:
                 continue
             if t >= last_tx_s or (p.max_transactions and transactions >= p.max_transactions):
                 continue
+            if kind.startswith("surge:"):
+                incident = p.metric_incidents[int(kind.split(":")[1])]
+                yield t, self._surge_transaction(user, t, incident)
+                transactions += 1
+                continue
             for at, record in self._emit_transactions(user, t):
                 seq += 1
                 heapq.heappush(pending, (at, seq, record))
@@ -432,6 +491,84 @@ class Simulator:
         while pending:
             at, _, record = heapq.heappop(pending)
             yield at, record
+
+    # -- metric scenarios ---------------------------------------------------------
+
+    def _history_records(self) -> Iterator[tuple[float, Record]]:
+        """Payments before ``start`` (``history_min``), in time order, at the daytime rate."""
+        p, rng = self.p, self.rng
+        history_s = p.history_min * 60.0
+        if history_s <= 0:
+            return
+        events = [
+            (-history_s + rng.expovariate(u.tx_per_hour / 3600.0), i)
+            for i, u in enumerate(self.users)
+        ]
+        heapq.heapify(events)
+        while events:
+            t, i = heapq.heappop(events)
+            if t >= 0:
+                continue
+            user = self.users[i]
+            merchant = rng.choice(user.merchants)
+            tx = self._transaction(user, t, merchant, (merchant.lat, merchant.lon))
+            self._label(tx, user, "history", "before the simulated period: no phone positions", t)
+            yield (
+                t,
+                Record(self.topics.transactions, user.user_id.encode(), json.dumps(tx).encode()),
+            )
+            heapq.heappush(events, (t + rng.expovariate(user.tx_per_hour / 3600.0), i))
+
+    def _label(self, tx: dict, user: User, scenario: str, detail: str, t: float) -> None:
+        self.truth.append(
+            TruthRow(
+                tx["transaction_id"],
+                user.user_id,
+                user.device_id,
+                scenario,
+                detail,
+                self.topics.transactions,
+                self.p.start + timedelta(seconds=t),
+                0.0,
+            )
+        )
+        self.counts[f"transactions_{scenario}"] += 1
+
+    def _label_metric_incidents(self) -> None:
+        for incident in self.p.metric_incidents:
+            start = self.p.start + timedelta(minutes=incident.start_min)
+            what = (
+                f"{incident.extra_per_min:g} extra {incident.status} payments a minute"
+                if incident.extra_per_min
+                else f"no {incident.status} payments"
+            )
+            self.truth.append(
+                TruthRow(
+                    None,
+                    "",
+                    "",
+                    incident.scenario,
+                    f"{what} for {incident.duration_min:g} min",
+                    self.topics.transactions,
+                    start,
+                    0.0,
+                    start + timedelta(minutes=incident.duration_min),
+                )
+            )
+
+    def _in_outage(self, t: float, status: str) -> bool:
+        return any(
+            i.status == status
+            and i.extra_per_min == 0
+            and i.start_min * 60.0 <= t < (i.start_min + i.duration_min) * 60.0
+            for i in self.p.metric_incidents
+        )
+
+    def _surge_transaction(self, user: User, t: float, incident: MetricIncident) -> Record:
+        tx = self._legit_transaction(user, t)
+        tx["status"] = incident.status
+        self._label(tx, user, incident.scenario, f"status {incident.status}", t)
+        return Record(self.topics.transactions, user.user_id.encode(), json.dumps(tx).encode())
 
     def _next_tx_gap(self, user: User, t: float) -> float:
         hour = (self.p.start + timedelta(seconds=t)).hour
@@ -478,6 +615,9 @@ class Simulator:
         p, rng = self.p, self.rng
         event_time = p.start + timedelta(seconds=t)
         tx = self._legit_transaction(user, t)
+        if self._in_outage(t, tx["status"]):
+            self.counts["transactions_lost_in_outage"] += 1
+            return
         key = user.user_id.encode()
         scenario, detail, delay = (
             ("legit", "", 0.0)

@@ -57,14 +57,18 @@ def severity_from_score(score: Column, medium_at: float, high_at: float) -> Colu
 
 def to_alerts(
     df: DataFrame,
-    alert_type: str,
+    alert_type: str | Column,
     subject_id: Column,
     score: Column,
     severity: Column,
     reason: Column,
     evidence: dict[str, Column],
 ) -> DataFrame:
-    """``df`` shaped as alerts: the common columns, subject columns ``df`` lacks as null."""
+    """``df`` shaped as alerts: the common columns, subject columns ``df`` lacks as null.
+
+    ``alert_type`` is one type for every row, or a column when it depends on the row.
+    """
+    type_column = F.lit(alert_type) if isinstance(alert_type, str) else alert_type
     subject = [
         F.col(name).cast(ALERT_SCHEMA[name].dataType).alias(name)
         if name in df.columns
@@ -75,8 +79,8 @@ def to_alerts(
         *[part for name, value in evidence.items() for part in (F.lit(name), value.cast("double"))]
     )
     return df.select(
-        alert_id(subject_id, F.lit(alert_type)).alias("alert_id"),
-        F.lit(alert_type).alias("alert_type"),
+        alert_id(subject_id, type_column).alias("alert_id"),
+        type_column.alias("alert_type"),
         score.cast("double").alias("score"),
         severity.alias("severity"),
         reason.alias("reason"),

@@ -65,6 +65,12 @@ DEVICE_LOCATION_FIELDS = (
     FieldSpec("event_time", "timestamp", True),
 )
 
+METRIC_POINT_FIELDS = (
+    FieldSpec("series", "string", True),
+    FieldSpec("event_time", "timestamp", True),
+    FieldSpec("value", "double", True),
+)
+
 # The columns of a transaction in bronze: the input fields, card number replaced.
 BRONZE_TRANSACTION_COLUMNS = tuple(name for name, _ in schemas.TRANSACTION_COLUMNS)
 
@@ -174,6 +180,37 @@ def parse_device_locations(raw_df: DataFrame, max_future_skew: str) -> DataFrame
         *[F.col(c) for c in (*KAFKA_COLUMNS, "kafka_key", "raw_value")],
         *[f.name for f in DEVICE_LOCATION_FIELDS],
         _reasons(checks).alias("quarantine_reason"),
+    )
+
+
+def parse_metric_points(raw_df: DataFrame, max_future_skew: str) -> DataFrame:
+    """Typed points of the metrics topic with a ``quarantine_reason``.
+
+    A value must be a finite number: NaN and infinities are refused (they would poison a
+    series' learned baseline). Only the event time's future skew applies, as for the
+    other topics.
+    """
+    parsed_df, checks = _parse(raw_df, METRIC_POINT_FIELDS)
+    is_future = F.col("event_time") > F.col("kafka_timestamp") + F.expr(
+        f"INTERVAL {max_future_skew}"
+    )
+    is_not_finite = F.isnan("value") | F.col("value").isin(float("inf"), float("-inf"))
+    checks += [
+        (is_future, "future_event_time"),
+        (is_not_finite, "invalid_value:value"),
+        (F.length("series") > 200, "invalid_value:series"),
+    ]
+    return parsed_df.select(
+        *[F.col(c) for c in (*KAFKA_COLUMNS, "kafka_key", "raw_value")],
+        *[f.name for f in METRIC_POINT_FIELDS],
+        _reasons(checks).alias("quarantine_reason"),
+    )
+
+
+def to_metric_points(parsed_df: DataFrame) -> DataFrame:
+    """The valid points of the metrics topic: series, event time, value, Kafka columns."""
+    return parsed_df.filter(F.col("quarantine_reason").isNull()).select(
+        "series", "event_time", "value", *KAFKA_COLUMNS
     )
 
 

@@ -117,4 +117,40 @@ GROUND_TRUTH = _schema(
     ("topic", STRING),
     ("event_time", TIMESTAMP),
     ("delay_s", DOUBLE),
+    # Metric incidents (a row each, no transaction): event_time is the start, this the end.
+    ("end_time", TIMESTAMP),
+)
+
+# Per-minute values of the series the stream derives from transactions (``udfs.metrics``):
+# one row per series and minute, zeros included. ``series`` is
+# ``<metric>:<dimension>=<dimension_value>``, e.g. ``tx_count:status=failed``.
+METRIC_VALUES = _schema(
+    ("series", STRING),
+    ("metric", STRING),  # tx_count or tx_amount
+    ("dimension", STRING),  # status or merchant_category
+    ("dimension_value", STRING),
+    ("window_start", TIMESTAMP),
+    ("window_end", TIMESTAMP),
+    ("value", DOUBLE),
+    ("is_filled", BOOLEAN),  # a minute without events: the zero was filled in
+    ("computed_at", TIMESTAMP),
+)
+
+# Every point the per-series detector saw, from the transaction series and the metrics topic.
+METRIC_SCORES = _schema(
+    ("series", STRING),
+    ("source", STRING),  # transactions or metrics (the topic)
+    ("event_time", TIMESTAMP),
+    ("value", DOUBLE),
+    ("expected", DOUBLE),
+    ("lower", DOUBLE),
+    ("upper", DOUBLE),
+    ("anomaly_score", DOUBLE),  # in [0, 1]
+    ("is_anomaly", BOOLEAN),  # a detection: the start of an incident (one alert each)
+    ("direction", INT),  # +1 above the band, -1 below, 0 inside
+    ("incident_start", TIMESTAMP),  # first point of the current run outside the band
+    ("incident_points", INT),  # points in that run so far, this one included
+    ("is_filled", BOOLEAN),
+    ("is_late", BOOLEAN),  # came after a later point of its series: stored, not scored
+    ("scored_at", TIMESTAMP),
 )

@@ -34,6 +34,7 @@ kafka:
     device_locations: {topics.device_locations}
     potential_fraud: {topics.potential_fraud}
     enrichment_candidates: {topics.enrichment_candidates}
+    metrics: {topics.metrics}
   partitions: 2
   max_offsets_per_trigger: 200
 stream:

@@ -32,6 +32,7 @@ class Topics:
     device_locations: str
     potential_fraud: str
     enrichment_candidates: str
+    metrics: str
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,16 @@ class StreamConf:
 
 
 @dataclass(frozen=True)
+class MetricsConf:
+    """The per-series anomaly detection of ``txwatch.queries.metrics``."""
+
+    window: str
+    watermark: str
+    series_expiry: str
+    trigger_interval: str
+
+
+@dataclass(frozen=True)
 class DeltaConf:
     maintenance_interval: str
     table_properties: dict[str, str] = field(default_factory=dict)
@@ -87,6 +98,7 @@ class Conf:
     stream: StreamConf
     # The rule's parameters are the pure transform's own dataclass.
     impossible_travel: ImpossibleTravelRule
+    metrics: MetricsConf
     delta: DeltaConf
     privacy: PrivacyConf
     spark: SparkConf
@@ -149,6 +161,10 @@ def _check_durations(conf: Conf) -> None:
         (f"conf.stream.{spec.name}", getattr(conf.stream, spec.name))
         for spec in fields(conf.stream)
         if spec.type == "str"
+    ]
+    where_values += [
+        (f"conf.metrics.{spec.name}", getattr(conf.metrics, spec.name))
+        for spec in fields(conf.metrics)
     ]
     where_values.append(("conf.delta.maintenance_interval", conf.delta.maintenance_interval))
     for where, value in where_values:
@@ -242,6 +258,7 @@ _NESTED: dict[tuple[type, str], type] = {
     (KafkaConf, "topics"): Topics,
     (Conf, "stream"): StreamConf,
     (Conf, "impossible_travel"): ImpossibleTravelRule,
+    (Conf, "metrics"): MetricsConf,
     (Conf, "delta"): DeltaConf,
     (Conf, "privacy"): PrivacyConf,
     (Conf, "spark"): SparkConf,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -12,6 +15,8 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from txwatch.infra.config import Conf
 from txwatch.infra.errors import UserError
+
+KAFKA_LOCAL = Path(__file__).resolve().parents[2] / "scripts" / "kafka-local.sh"
 
 
 class BrokerUnavailableError(UserError):
@@ -37,6 +42,28 @@ def wait_for_broker(bootstrap_servers: str, timeout_s: float = 30.0) -> None:
         time.sleep(0.5)
 
 
+def broker_answers(bootstrap_servers: str) -> bool:
+    try:
+        wait_for_broker(bootstrap_servers, timeout_s=0.0)
+    except RuntimeError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def local_broker(bootstrap_servers: str, who: str = "txwatch") -> Iterator[None]:
+    """Use the broker that answers, else start the local one and stop it afterwards."""
+    if broker_answers(bootstrap_servers):
+        print(f"{who}: using the running broker at {bootstrap_servers}", flush=True)
+        yield
+        return
+    subprocess.run([str(KAFKA_LOCAL), "start"], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run([str(KAFKA_LOCAL), "stop"], check=False)
+
+
 def admin_client(bootstrap_servers: str) -> KafkaAdminClient:
     wait_for_broker(bootstrap_servers)
     return KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="txwatch-admin")
@@ -49,6 +76,7 @@ def topic_names(conf: Conf) -> list[str]:
         topics.device_locations,
         topics.potential_fraud,
         topics.enrichment_candidates,
+        topics.metrics,
     ]
 
 

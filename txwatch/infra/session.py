@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from pathlib import Path
 
 from pyspark import SparkContext
@@ -95,6 +96,11 @@ def create_session(conf: Conf, app_suffix: str, master: str | None = None) -> Sp
                 "or start the job with ./spark-submit.sh"
             )
         builder = builder.config("spark.jars", ",".join(jars))
+        # Python workers run the stateful series detector (pandas, pyarrow, protobuf): the
+        # same interpreter as this driver, not whatever `python3` is first on the PATH.
+        # The environment, not a session setting: the JVM starts below and passes it on to
+        # every Python process it launches (the driver-side transformWithState worker too).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.master(master or os.environ.get("SPARK_MASTER", "local[*]"))
     if FAIR_SCHEDULER_FILE.is_file() and not os.environ.get("TXWATCH_SUBMITTED"):
         # Under spark-submit.sh the code runs from a zip; the script passes the file.

@@ -23,6 +23,8 @@ TRANSACTIONS_ENRICHED = "transactions_enriched"
 ALERTS = "alerts"
 GROUND_TRUTH = "ground_truth"
 PIPELINE_PROGRESS = "pipeline_progress"
+METRIC_VALUES = "metric_values"
+METRIC_SCORES = "metric_scores"
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,20 @@ TABLES = {
             ("event_time", "detected_at"),
         ),
         TableSpec(
+            METRIC_VALUES,
+            schemas.METRIC_VALUES,
+            "per-minute count and amount of transactions per status and merchant category, "
+            "zeros included (minutes without transactions are filled)",
+            ("series", "window_start"),
+        ),
+        TableSpec(
+            METRIC_SCORES,
+            schemas.METRIC_SCORES,
+            "every point of every watched series with the detector's expected value, band, "
+            "anomaly score and detections",
+            ("series", "event_time"),
+        ),
+        TableSpec(
             PIPELINE_PROGRESS,
             schemas.PIPELINE_PROGRESS,
             "one row per streaming micro-batch: rows, durations, state, watermark",
@@ -97,6 +113,8 @@ STREAM_TABLES = (
     QUARANTINE,
     TRANSACTIONS_ENRICHED,
     ALERTS,
+    METRIC_VALUES,
+    METRIC_SCORES,
     PIPELINE_PROGRESS,
 )
 ALL_TABLES = tuple(TABLES)

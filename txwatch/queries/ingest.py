@@ -1,8 +1,10 @@
 """Query ``ingest``: Kafka -> bronze tables + quarantine.
 
-Reads both input topics as one Kafka stream, parses and validates each record
-(``udfs.records``), tokenizes card numbers and appends to ``bronze_transactions``,
-``bronze_device_locations`` and ``quarantine``. Appends carry Delta's
+Reads the input topics (transactions, device locations, metrics) as one Kafka stream,
+parses and validates each record (``udfs.records``), tokenizes card numbers and appends to
+``bronze_transactions``, ``bronze_device_locations`` and ``quarantine``. Valid points of
+the metrics topic are the ``metric_points`` query's input, stored scored in
+``metric_scores``; here only the invalid ones go anywhere (to ``quarantine``). Appends carry Delta's
 ``txnAppId``/``txnVersion``, so a micro-batch replayed after a crash is not written twice.
 """
 
@@ -21,6 +23,7 @@ from txwatch.infra.delta import append_once
 from txwatch.queries.base import QuerySpec, RunContext
 from udfs.records import (
     parse_device_locations,
+    parse_metric_points,
     parse_transactions,
     to_bronze_device_locations,
     to_bronze_transactions,
@@ -32,9 +35,10 @@ NAME = "ingest"
 
 
 def read(spark: SparkSession, conf: Conf, topics: tuple[str, ...] | None = None) -> DataFrame:
-    """The input topics (default: both) as one Kafka stream, columns named as in every table."""
+    """The input topics (default: all three) as one Kafka stream, columns named as in tables."""
     if topics is None:
-        topics = (conf.kafka.topics.transactions, conf.kafka.topics.device_locations)
+        names = conf.kafka.topics
+        topics = (names.transactions, names.device_locations, names.metrics)
     return (
         spark.readStream.format("kafka")
         .options(**conf.kafka_options())
@@ -53,13 +57,19 @@ class ParsedBatch:
 
     transactions_df: DataFrame
     device_locations_df: DataFrame
+    metric_points_df: DataFrame
 
     def persist(self) -> ParsedBatch:
-        return ParsedBatch(self.transactions_df.persist(), self.device_locations_df.persist())
+        return ParsedBatch(
+            self.transactions_df.persist(),
+            self.device_locations_df.persist(),
+            self.metric_points_df.persist(),
+        )
 
     def unpersist(self) -> None:
         self.transactions_df.unpersist()
         self.device_locations_df.unpersist()
+        self.metric_points_df.unpersist()
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,9 @@ def parse_batch(raw_df: DataFrame, conf: Conf, token_key: bytes) -> ParsedBatch:
                 raw_df.filter(F.col("kafka_topic") == topics.device_locations), skew
             )
         ),
+        metric_points_df=parse_metric_points(
+            raw_df.filter(F.col("kafka_topic") == topics.metrics), skew
+        ).filter(F.col("quarantine_reason").isNotNull()),
     )
 
 
@@ -105,7 +118,9 @@ def build(parsed: ParsedBatch) -> IngestOutputs:
     return IngestOutputs(
         bronze_transactions_df=to_bronze_transactions(transactions_df),
         bronze_device_locations_df=to_bronze_device_locations(locations_df),
-        quarantine_df=to_quarantine(transactions_df).unionByName(to_quarantine(locations_df)),
+        quarantine_df=to_quarantine(transactions_df)
+        .unionByName(to_quarantine(locations_df))
+        .unionByName(to_quarantine(parsed.metric_points_df)),
     )
 
 

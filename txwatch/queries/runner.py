@@ -56,7 +56,8 @@ def _first_line(error: BaseException) -> str:
 
 def describe_failure(query_name: str, error: BaseException, ctx: RunContext) -> QueryFailedError:
     """The one-line report of a query's failure, with what to do about it."""
-    text = str(error)
+    # The cause only: the rest of Spark's message prints the plan, which names Kafka.
+    text = _first_line(error)
     bootstrap = ctx.conf.kafka.bootstrap_servers
     if any(s in text for s in ("TimeoutException", "Broker", "bootstrap", "kafka")):
         hint = (
