@@ -405,7 +405,13 @@ class Simulator:
         return self._transaction(user, t, rng.choice(user.merchants), pos)
 
     def _fraud_transaction(self, user: User, t: float) -> dict:
-        here = self._advance(user, t).position(t)
+        return self._far_away_transaction(user, t, self._advance(user, t).position(t))
+
+    def _fraud_like_transaction(self, user: User, t: float) -> dict:
+        """A history payment shaped like the fraud (no phone then: far from home)."""
+        return self._far_away_transaction(user, t, user.home)
+
+    def _far_away_transaction(self, user: User, t: float, here: tuple[float, float]) -> dict:
         far_cities = [
             i for i, c in enumerate(CITIES) if haversine_m_py(*here, c[1], c[2]) > 300_000
         ]
@@ -495,29 +501,42 @@ class Simulator:
     # -- metric scenarios ---------------------------------------------------------
 
     def _history_records(self) -> Iterator[tuple[float, Record]]:
-        """Payments before ``start`` (``history_min``), in time order, at the daytime rate."""
+        """Payments before ``start`` (``history_min``), in time order, at the daytime rate.
+
+        The same mix as the period's payments, fraud-like ones included (at
+        ``impossible_travel_rate``, far away and with the fraud's amounts), so the
+        per-minute amounts have the same distribution before and during the period.
+        """
         p, rng = self.p, self.rng
         history_s = p.history_min * 60.0
         if history_s <= 0:
             return
         events = [
-            (-history_s + rng.expovariate(u.tx_per_hour / 3600.0), i)
+            (-history_s + rng.expovariate(u.tx_per_hour / 3600.0), i, False)
             for i, u in enumerate(self.users)
         ]
         heapq.heapify(events)
         while events:
-            t, i = heapq.heappop(events)
+            t, i, is_fraud_like = heapq.heappop(events)
             if t >= 0:
                 continue
             user = self.users[i]
-            merchant = rng.choice(user.merchants)
-            tx = self._transaction(user, t, merchant, (merchant.lat, merchant.lon))
-            self._label(tx, user, "history", "before the simulated period: no phone positions", t)
-            yield (
-                t,
-                Record(self.topics.transactions, user.user_id.encode(), json.dumps(tx).encode()),
+            if is_fraud_like:
+                tx = self._fraud_like_transaction(user, t)
+                detail = "before the simulated period: a payment like the injected fraud"
+            else:
+                merchant = rng.choice(user.merchants)
+                tx = self._transaction(user, t, merchant, (merchant.lat, merchant.lon))
+                detail = "before the simulated period: no phone positions"
+                if rng.random() < p.impossible_travel_rate:
+                    heapq.heappush(events, (t + rng.uniform(5, 240), i, True))
+                next_t = t + rng.expovariate(user.tx_per_hour / 3600.0)
+                heapq.heappush(events, (next_t, i, False))
+            self._label(tx, user, "history", detail, t)
+            record = Record(
+                self.topics.transactions, user.user_id.encode(), json.dumps(tx).encode()
             )
-            heapq.heappush(events, (t + rng.expovariate(user.tx_per_hour / 3600.0), i))
+            yield t, record
 
     def _label(self, tx: dict, user: User, scenario: str, detail: str, t: float) -> None:
         self.truth.append(

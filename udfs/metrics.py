@@ -186,9 +186,15 @@ def metric_alerts(scores_df: DataFrame, step: str | None) -> DataFrame:
         F.col("series"),
         F.date_format(F.coalesce("incident_start", "event_time"), "yyyy-MM-dd'T'HH:mm:ss.SSS"),
     )
+    # How far outside the band, in half-bands (expected to the band's edge on that side):
+    # an outage, or three half-bands and more, is high.
+    half_band = F.when(F.col("direction") < 0, F.col("expected") - F.col("lower")).otherwise(
+        F.col("upper") - F.col("expected")
+    )
+    distance = F.abs(F.col("value") - F.col("expected")) / F.greatest(half_band, F.lit(1e-9))
     severity = (
-        F.when(F.col("anomaly_score") >= 0.9999, F.lit("high"))
-        .when(F.col("incident_points") >= 3, F.lit("medium"))
+        F.when(is_outage | (distance >= 3), F.lit("high"))
+        .when(distance >= 1.5, F.lit("medium"))
         .otherwise(F.lit("low"))
     )
     return to_alerts(

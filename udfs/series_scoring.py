@@ -173,35 +173,41 @@ def score_points(
 
 
 def _frame(series: str, scored: list[ScoredPoint]) -> Any:
+    """The scored points as the operator's output frame (numpy columns: cheap per series)."""
+    import numpy as np
     import pandas as pd
 
-    def ts(ms: list[int | None]) -> Any:
-        return pd.to_datetime(pd.Series(ms, dtype="Int64"), unit="ms")
-
+    nan = float("nan")
     scores = [p.score for p in scored]
+    starts = [p.incident_start_ms for p in scored]
+    incident_start = np.array(starts, dtype="int64").astype("datetime64[ms]")
+    incident_start[np.array(starts) == NO_INCIDENT] = np.datetime64("NaT")
     return pd.DataFrame(
         {
             "series": [series] * len(scored),
-            "event_time": ts([p.time_ms for p in scored]),
-            "value": [p.value for p in scored],
-            "expected": [s.expected if s else None for s in scores],
-            "lower": [s.lower if s else None for s in scores],
-            "upper": [s.upper if s else None for s in scores],
-            "anomaly_score": [s.anomaly_score if s else None for s in scores],
-            "is_anomaly": [bool(s and s.is_anomaly) for s in scores],
-            "direction": pd.Series([s.direction if s else 0 for s in scores], dtype="int32"),
-            "incident_start": ts(
-                [
-                    p.incident_start_ms if p.incident_start_ms != NO_INCIDENT else None
-                    for p in scored
-                ]
+            "event_time": np.array([p.time_ms for p in scored], dtype="datetime64[ms]"),
+            "value": np.array([p.value for p in scored], dtype="float64"),
+            # NaN becomes null on the way to Spark (Arrow's from_pandas)
+            "expected": np.array([s.expected if s else nan for s in scores], dtype="float64"),
+            "lower": np.array([s.lower if s else nan for s in scores], dtype="float64"),
+            "upper": np.array([s.upper if s else nan for s in scores], dtype="float64"),
+            "anomaly_score": np.array(
+                [s.anomaly_score if s else nan for s in scores], dtype="float64"
             ),
-            "incident_points": pd.Series([p.incident_points for p in scored], dtype="int32"),
-            "is_filled": [p.is_filled for p in scored],
-            "is_late": [p.is_late for p in scored],
+            "is_anomaly": np.array([bool(s and s.is_anomaly) for s in scores], dtype="bool"),
+            "direction": np.array([s.direction if s else 0 for s in scores], dtype="int32"),
+            "incident_start": incident_start,
+            "incident_points": np.array([p.incident_points for p in scored], dtype="int32"),
+            "is_filled": np.array([p.is_filled for p in scored], dtype="bool"),
+            "is_late": np.array([p.is_late for p in scored], dtype="bool"),
         },
         columns=list(SCORED_POINT_COLUMNS),
     )
+
+
+def _epoch_ms(column: Any) -> Any:
+    """A pandas timestamp column (naive, the session's UTC) as epoch milliseconds."""
+    return column.to_numpy(dtype="datetime64[ms]").astype("int64")
 
 
 class SeriesDetector(StatefulProcessor):
@@ -252,8 +258,9 @@ class SeriesDetector(StatefulProcessor):
         import pandas as pd
 
         series = key[0]
-        points_df = pd.concat(list(rows), ignore_index=True)
-        times = pd.to_datetime(points_df["event_time"]).astype("datetime64[ms]").astype("int64")
+        frames = list(rows)
+        points_df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        times = _epoch_ms(points_df["event_time"])
         memory = self._load()
         scored = score_points(
             memory,
@@ -268,8 +275,7 @@ class SeriesDetector(StatefulProcessor):
             # (rows are handled before timers in a micro-batch) or never will.
             self._set_timer(memory.last_time_ms + 2 * self.fill_step_ms)
         else:
-            clock = pd.to_datetime(points_df["clock"]).astype("datetime64[ms]").astype("int64")
-            self._set_timer(int(clock.max()) + self.expiry_ms)
+            self._set_timer(int(_epoch_ms(points_df["clock"]).max()) + self.expiry_ms)
         yield _frame(series, scored)
 
     def handleExpiredTimer(  # noqa: N802
