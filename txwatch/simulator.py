@@ -166,6 +166,9 @@ class MetricIncident:
         return METRIC_SCENARIOS[self.scenario]
 
 
+# The end of the history has no fraud-like payment (see Simulator._history_records).
+HISTORY_QUIET_S = 900.0
+
 # Scenario -> the status it is about.
 METRIC_SCENARIOS = {
     "failed_surge": "failed",
@@ -528,8 +531,11 @@ class Simulator:
                 merchant = rng.choice(user.merchants)
                 tx = self._transaction(user, t, merchant, (merchant.lat, merchant.lon))
                 detail = "before the simulated period: no phone positions"
-                if rng.random() < p.impossible_travel_rate:
-                    heapq.heappush(events, (t + rng.uniform(5, 240), i, True))
+                fraud_like_t = t + rng.uniform(5, 240)
+                # Not in reach of the phone's first positions at 0 (the join looks 2
+                # minutes after a payment): no phone, no impossible-travel check.
+                if rng.random() < p.impossible_travel_rate and fraud_like_t < -HISTORY_QUIET_S:
+                    heapq.heappush(events, (fraud_like_t, i, True))
                 next_t = t + rng.expovariate(user.tx_per_hour / 3600.0)
                 heapq.heappush(events, (next_t, i, False))
             self._label(tx, user, "history", detail, t)

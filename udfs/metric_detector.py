@@ -59,6 +59,15 @@ amount series in the first 10 minutes of the simulated period, when impossible-t
 payments (absent from the simulated history, 10x a cafe's amounts) first appear. A quiet day
 of the same series: ~0.1 detections per count series-day, ~1 per amount series-day (heavy
 tails: a single large purchase); amount series are the known weak spot.
+
+Opt-in log-ratio residuals (``log_gain=0.8``; off by default): for a non-negative, non-count
+series the residual is also measured as ``ln((x + c) / (expected + c))`` (c = 0.1 x the
+series' mean), with its own clipped scale, and used instead of the raw residual while its
+skewness (EWMA of z^3, z clipped at ``clip``, ~500 points) is below 0.8 x the raw one's; the
+band is then reported back on the original scale (asymmetric). Quiet payment days: 0.12
+detections per amount series-day (was 1.9 after the simulator change), counts unchanged, all
+incidents still within 0-1 minutes. But NAB falls to 71.3 / 60.8 / 76.4, 58 of 67 windows:
+the ad-exchange series are right-skewed too and lose marginal ~2x spikes (scores 0.88-0.89).
 """
 
 from __future__ import annotations
@@ -103,6 +112,13 @@ class DetectorConfig:
     band_z: float = 3.0  # lower/upper = expected -+ band_z sd
     score_decades: float = 10.0  # Gaussian tail 10^-score_decades maps to 1.0
     threshold: float = 0.88  # anomaly_score at/above which a point may be flagged
+    # right-skewed non-negative series: log-ratio residuals ln((x + c) / (expected + c)),
+    # c = log_shift x the series' mean, used while their skewness (EWMA of z^3, z clipped at
+    # clip, weight log_alpha) is below log_gain x that of the raw residuals. 0 = off, the
+    # default: on NAB it costs ~3 points (module docstring); 0.8 is the tested setting
+    log_gain: float = 0.0
+    log_shift: float = 0.1
+    log_alpha: float = 0.002
 
 
 _SCALARS = (
@@ -133,6 +149,11 @@ _SCALARS = (
     "counts",  # 1.0 while every value was a non-negative integer
     "vmin",  # range seen so far
     "vmax",
+    "xmean",  # long-run mean of the values (log-ratio shift)
+    "el",  # clipped mean absolute log-ratio residual
+    "k0",  # skewness (mean clipped z^3): raw residuals, log-ratio residuals
+    "k1",
+    "use_log",
 )
 _FMT = "<" + "d" * len(_SCALARS)
 _HEAD = struct.calcsize(_FMT)
@@ -170,6 +191,11 @@ class SeriesState:
     counts: float
     vmin: float
     vmax: float
+    xmean: float
+    el: float
+    k0: float
+    k1: float
+    use_log: float
     hist: array[float]
     season: array[float]
 
@@ -239,6 +265,7 @@ def score_point(
         st.t_last = t
         st.l0 = x
         st.vmin = st.vmax = x
+        st.xmean = x
         st.nonneg = 1.0 if x >= 0 else 0.0
         st.counts = 1.0 if x >= 0 and x.is_integer() else 0.0
         return PointScore(x, x, x, 0.0, False, 0)
@@ -287,12 +314,24 @@ def score_point(
     sd = _MAD_TO_SD * e + eps
     z = r / sd
     lam = expected if expected > 0 else 0.0
+    # right-skewed non-negative series: the residual as a log ratio, picked online
+    logok = st.nonneg > 0.5 and not counts and cfg.log_gain > 0
+    zl = 0.0
+    if logok:
+        c = cfg.log_shift * st.xmean + eps
+        rl = math.log((x + c) / (lam + c))
+        sdl = _MAD_TO_SD * st.el + 1e-9
+        zl = rl / sdl
     if counts:
         # never more extreme than the Freeman-Tukey deviate of a Poisson count
         ft = math.sqrt(x) + math.sqrt(x + 1.0) - math.sqrt(4.0 * lam + 1.0)
         if abs(ft) < abs(z):
             z = ft
     zcap = cfg.zcap
+    z0 = z
+    use_log = logok and st.use_log > 0.5
+    if use_log:
+        z = zl
     a = abs(z)
     if a > zcap:
         a = zcap
@@ -382,6 +421,23 @@ def score_point(
             ar1 = c1
     st.e0 += ea * (ar0 - st.e0)
     st.e1 += ea * (ar1 - st.e1)
+    if logok:
+        st.xmean += ea * (x - st.xmean)
+        arl = abs(rl)
+        if lim_on and arl > clip * sdl:
+            arl = clip * sdl
+        st.el += ea * (arl - st.el)
+        if n > 1:
+            zr2 = z0 if -clip < z0 < clip else (clip if z0 > 0 else -clip)
+            zl2 = zl if -clip < zl < clip else (clip if zl > 0 else -clip)
+            ka = cfg.log_alpha if cfg.log_alpha > 1.0 / n else 1.0 / n
+            st.k0 += ka * (zr2 * zr2 * zr2 - st.k0)
+            st.k1 += ka * (zl2 * zl2 * zl2 - st.k1)
+            if n > cfg.warmup / 2:
+                gain = 1.0 if use_log else cfg.log_gain
+                st.use_log = 1.0 if abs(st.k1) < gain * abs(st.k0) else 0.0
+    else:
+        st.use_log = 0.0
     if nb and t - st.t0 > 2 * DAY_S:
         gain = 1.0 if use_season else cfg.season_gain
         st.use_season = 1.0 if st.q1 < gain * st.q0 else 0.0
@@ -429,11 +485,16 @@ def score_point(
             season[b] = s + ga * es
     st.n = n + 1.0
 
-    if counts and sd * sd < lam:
-        sd = math.sqrt(lam)
-    half = cfg.band_z * sd
-    lower = expected - half
-    upper = expected + half
+    if use_log:
+        w = math.exp(cfg.band_z * sdl) if cfg.band_z * sdl < 700.0 else math.inf
+        lower = (lam + c) / w - c
+        upper = (lam + c) * w - c
+    else:
+        if counts and sd * sd < lam:
+            sd = math.sqrt(lam)
+        half = cfg.band_z * sd
+        lower = expected - half
+        upper = expected + half
     if st.nonneg and lower < 0.0:
         lower = 0.0
     if is_anom:
