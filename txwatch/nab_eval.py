@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -201,7 +201,7 @@ def _delete_topics(conf: Conf) -> None:
 
 
 def evaluate_nab(
-    spark_factory,
+    spark_factory: Callable[[Conf], SparkSession],
     conf: Conf,
     data_dir: Path,
     out_dir: Path,
