@@ -528,8 +528,11 @@ class Simulator:
                 tx = self._fraud_like_transaction(user, t)
                 detail = "before the simulated period: a payment like the injected fraud"
             else:
-                merchant = rng.choice(user.merchants)
-                tx = self._transaction(user, t, merchant, (merchant.lat, merchant.lon))
+                # Where the phone will be at the start: the join compares the last history
+                # payments with the first positions.
+                here = user.segment.position(0.0)
+                pos = offset(here, rng.uniform(-30, 30), rng.uniform(-30, 30))
+                tx = self._transaction(user, t, rng.choice(user.merchants), pos)
                 detail = "before the simulated period: no phone positions"
                 fraud_like_t = t + rng.uniform(5, 240)
                 # Not in reach of the phone's first positions at 0 (the join looks 2
