@@ -108,6 +108,8 @@ if [[ "$MASTER" == local* ]]; then
 fi
 
 export TXWATCH_SUBMITTED=1
+# The checkout, for what the code (run from a zip) needs beside it: scripts/kafka-local.sh.
+export TXWATCH_ROOT="$ROOT"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 cd "$ROOT"
 # shellcheck disable=SC2086

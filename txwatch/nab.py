@@ -226,6 +226,7 @@ def score_corpus(
         detected += part.windows_detected
         fps += part.false_positives
         null += -profile.fn_weight * part.windows
-        # NAB (runner.normalize): perfect = every labelled window found at its first row
-        perfect += profile.tp_weight * len(labels)
+        # NAB (runner.normalize): perfect = every window found at its first row; the same
+        # windows as the null score (those with rows after the probation period)
+        perfect += profile.tp_weight * part.windows
     return CorpusScore(profile, raw, null, perfect, windows, detected, fps)

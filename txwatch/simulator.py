@@ -747,6 +747,8 @@ def write_ground_truth(conf: Conf, truth: list[TruthRow], chunk: int = 200_000) 
     from txwatch.infra.session import create_session
 
     spark = create_session(conf, "simulate")
+    # A lake from before end_time existed gets the column first (appends do not add it).
+    tables.ensure_table(spark, conf, tables.GROUND_TRUTH)
     schema = tables.TABLES[tables.GROUND_TRUTH].schema
     for first in range(0, len(truth), chunk):
         rows = [tuple(r.__dict__.values()) for r in truth[first : first + chunk]]

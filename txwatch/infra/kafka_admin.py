@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import time
@@ -16,7 +17,22 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from txwatch.infra.config import Conf
 from txwatch.infra.errors import UserError
 
-KAFKA_LOCAL = Path(__file__).resolve().parents[2] / "scripts" / "kafka-local.sh"
+KAFKA_LOCAL_SCRIPT = Path("scripts") / "kafka-local.sh"
+
+
+def kafka_local_script() -> Path:
+    """``scripts/kafka-local.sh`` of the checkout (under spark-submit.sh the code runs from a
+    zip: the script exports ``TXWATCH_ROOT``)."""
+    roots = [Path(__file__).resolve().parents[2], Path.cwd()]
+    if checkout := os.environ.get("TXWATCH_ROOT"):
+        roots.insert(0, Path(checkout))
+    for root in roots:
+        if (root / KAFKA_LOCAL_SCRIPT).is_file():
+            return root / KAFKA_LOCAL_SCRIPT
+    raise UserError(
+        f"no broker answers and {KAFKA_LOCAL_SCRIPT} is not here to start one: run from the "
+        "txwatch checkout, or start a broker and point kafka.bootstrap_servers at it"
+    )
 
 
 class BrokerUnavailableError(UserError):
@@ -57,11 +73,12 @@ def local_broker(bootstrap_servers: str, who: str = "txwatch") -> Iterator[None]
         print(f"{who}: using the running broker at {bootstrap_servers}", flush=True)
         yield
         return
-    subprocess.run([str(KAFKA_LOCAL), "start"], check=True)
+    script = kafka_local_script()
+    subprocess.run([str(script), "start"], check=True)
     try:
         yield
     finally:
-        subprocess.run([str(KAFKA_LOCAL), "stop"], check=False)
+        subprocess.run([str(script), "stop"], check=False)
 
 
 def admin_client(bootstrap_servers: str) -> KafkaAdminClient:
