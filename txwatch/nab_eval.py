@@ -212,7 +212,7 @@ def evaluate_nab(
 
     ``spark_factory(conf)`` makes the session once the broker is up (the JVM costs seconds).
     """
-    corpus = [nab.read_series(path, key) for key, path in nab.corpus_files(data_dir)]
+    corpus = list(nab.iter_corpus(data_dir))
     if not corpus:
         raise UserError(f"no NAB files in {data_dir} (expected <category>/<name>.csv)")
     labels = nab.read_labels(labels_path) if labels_path else None

@@ -547,7 +547,10 @@ class Simulator:
             )
             yield t, record
 
-    def _label(self, tx: dict, user: User, scenario: str, detail: str, t: float) -> None:
+    def _label(
+        self, tx: dict, user: User, scenario: str, detail: str, t: float, delay: float = 0.0
+    ) -> None:
+        """A payment's ground-truth row (event time ``t``, published ``delay`` later)."""
         self.truth.append(
             TruthRow(
                 tx["transaction_id"],
@@ -557,7 +560,7 @@ class Simulator:
                 detail,
                 self.topics.transactions,
                 self.p.start + timedelta(seconds=t),
-                0.0,
+                delay,
             )
         )
         self.counts[f"transactions_{scenario}"] += 1
@@ -641,7 +644,6 @@ class Simulator:
 
     def _emit_transactions(self, user: User, t: float) -> Iterator[tuple[float, Record]]:
         p, rng = self.p, self.rng
-        event_time = p.start + timedelta(seconds=t)
         tx = self._legit_transaction(user, t)
         if self._in_outage(t, tx["status"]):
             self.counts["transactions_lost_in_outage"] += 1
@@ -662,19 +664,7 @@ class Simulator:
             delay, lateness = self._delay()
             if lateness:
                 scenario, detail = lateness, f"published {delay:.0f} s after its event time"
-        self.truth.append(
-            TruthRow(
-                tx["transaction_id"],
-                user.user_id,
-                user.device_id,
-                scenario,
-                detail,
-                self.topics.transactions,
-                event_time,
-                delay,
-            )
-        )
-        self.counts[f"transactions_{scenario}"] += 1
+        self._label(tx, user, scenario, detail, t, delay)
         yield t + delay, Record(self.topics.transactions, key, value)
         if user.has_location and rng.random() < p.impossible_travel_rate:
             fraud_t = t + rng.uniform(5, 240)
@@ -687,19 +677,9 @@ class Simulator:
                 )
                 / 1000
             )
-            self.truth.append(
-                TruthRow(
-                    fraud["transaction_id"],
-                    user.user_id,
-                    user.device_id,
-                    "impossible_travel",
-                    f"{distance_km:.0f} km from the phone",
-                    self.topics.transactions,
-                    p.start + timedelta(seconds=fraud_t),
-                    0.0,
-                )
+            self._label(
+                fraud, user, "impossible_travel", f"{distance_km:.0f} km from the phone", fraud_t
             )
-            self.counts["transactions_impossible_travel"] += 1
             yield fraud_t, Record(self.topics.transactions, key, json.dumps(fraud).encode())
 
 

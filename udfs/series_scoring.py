@@ -21,6 +21,7 @@ on plain values (``score_points``, ``fill_zeros_until``), so tests run it withou
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -142,15 +143,7 @@ def fill_zeros_until(
 
 
 def _fill(memory: SeriesMemory, time_ms: int, cfg: DetectorConfig) -> ScoredPoint:
-    point = _score(memory, time_ms, 0.0, cfg)
-    return ScoredPoint(
-        point.time_ms,
-        point.value,
-        point.score,
-        point.incident_start_ms,
-        point.incident_points,
-        is_filled=True,
-    )
+    return dataclasses.replace(_score(memory, time_ms, 0.0, cfg), is_filled=True)
 
 
 def score_points(
