@@ -3,7 +3,10 @@
     ./spark-submit.sh evaluate [--conf conf/local.yaml] [--check]
     ./spark-submit.sh evaluate nab --data DIR [--labels FILE] [--profiles FILE] --out OUT
 
-Without a command: rows per table, alerts and detection quality against ``ground_truth``.
+Without a command: rows per table, alerts and detection quality against ``ground_truth``:
+precision, recall and median delay per alert type and scenario, appended to the Delta
+table ``evaluation`` (with the code and model versions), the model's PR-AUC and a figure
+of its score distribution (``lake_root/evaluation_figures/``).
 With ``--check`` the job exits 1 when impossible-travel precision or recall is below the
 bar, an ``alert_id`` repeats, or a table holds something shaped like a full card number.
 
@@ -22,9 +25,12 @@ import sys
 from pathlib import Path
 
 from txwatch.evaluation import summarize
+from txwatch.infra import tables
 from txwatch.infra.config import DEFAULT_CONF, load_conf
 from txwatch.infra.errors import UserError, run_entry_point
 from txwatch.infra.session import create_session
+from txwatch.lake import read_table, table_exists
+from txwatch.quality import evaluate as evaluate_quality
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,6 +82,13 @@ def run(args: argparse.Namespace) -> int:
     conf = load_conf(args.conf)
     spark = create_session(conf, "evaluate")
     ok = summarize(spark, conf, args.min_precision, args.min_recall)
+    if table_exists(spark, conf, tables.GROUND_TRUTH):
+        evaluate_quality(
+            spark,
+            conf,
+            read_table(spark, conf, tables.ALERTS),
+            read_table(spark, conf, tables.GROUND_TRUTH),
+        )
     return 0 if ok or not args.check else 1
 
 

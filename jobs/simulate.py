@@ -2,7 +2,9 @@
 
 Each user has cards, a phone, a home city, a workplace, favourite merchants and habits;
 payments happen where the phone is, and labelled scenarios are injected at their own rates
-(impossible travel, malformed, late and out-of-order records, phones that report nothing).
+(impossible travel, malformed, late and out-of-order records, phones that report nothing,
+and payments that do not fit the customer: amounts far above their habits, card testing,
+account takeover).
 By default four hours of payments precede the period (``--history``) and the period holds
 three metric incidents: a surge of failed payments, a surge of reversals and an outage of
 approvals (``--no-metric-incidents`` leaves them out). Every transaction and incident gets
@@ -15,6 +17,7 @@ a row in the Delta table ``ground_truth``. The same ``--seed`` gives the same re
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from datetime import UTC, datetime
@@ -78,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "out_of_order_rate",
         "late_rate",
         "no_location_rate",
+        "amount_outlier_rate",
+        "card_testing_per_hour",
+        "account_takeover_per_hour",
     ):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
     parser.add_argument(
@@ -94,6 +100,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="do not inject the failed-payment surge, reversal surge and approval outage "
         "(they need a period of at least 50 minutes)",
+    )
+    parser.add_argument(
+        "--phase",
+        choices=("all", "history", "period"),
+        default="all",
+        help="publish only the payments before --start (history) or only the period from "
+        "--start on (the same records as with all: the simulation runs whole, so the same "
+        "--seed gives the same users and habits in both); `make demo` trains the model "
+        "between the two (default %(default)s)",
     )
     parser.add_argument(
         "--no-ground-truth",
@@ -147,9 +162,21 @@ def params_from_args(args: argparse.Namespace) -> SimulationParams:
         out_of_order_rate=args.out_of_order_rate,
         late_rate=args.late_rate,
         no_location_rate=args.no_location_rate,
+        amount_outlier_rate=args.amount_outlier_rate,
+        card_testing_per_hour=args.card_testing_per_hour,
+        account_takeover_per_hour=args.account_takeover_per_hour,
         history_min=args.history_min,
         metric_incidents=incidents,
     )
+
+
+def in_phase(event_time: datetime, start: datetime, phase: str) -> bool:
+    """Whether a label with this event time belongs to the ``--phase`` published."""
+    if phase == "history":
+        return event_time < start
+    if phase == "period":
+        return event_time >= start
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -168,16 +195,22 @@ def run(args: argparse.Namespace) -> int:
         elapsed = time.monotonic() - started
         print(f"simulate: {sent:,} records sent ({sent / elapsed:,.0f}/s)", flush=True)
 
-    sent = produce(sim.records(), conf.kafka.bootstrap_servers, args.rate, progress)
+    records = sim.records()
+    if args.phase == "history":
+        records = itertools.takewhile(lambda item: item[0] < 0, records)
+    elif args.phase == "period":
+        records = (item for item in records if item[0] >= 0)
+    sent = produce(records, conf.kafka.bootstrap_servers, args.rate, progress)
     elapsed = time.monotonic() - started
     print(f"simulate: sent {sent:,} records in {elapsed:.1f} s", flush=True)
+    if args.phase != "all":
+        print(f"simulate: published the {args.phase} only; counts of the whole simulation:")
     for name, count in sorted(sim.counts.items()):
         print(f"  {name:<32} {count:>10,}")
     if not args.no_ground_truth:
-        write_ground_truth(conf, sim.truth)
-        print(
-            f"simulate: {len(sim.truth):,} labels in {conf.table_path('ground_truth')}", flush=True
-        )
+        truth = [t for t in sim.truth if in_phase(t.event_time, params.start, args.phase)]
+        write_ground_truth(conf, truth)
+        print(f"simulate: {len(truth):,} labels in {conf.table_path('ground_truth')}", flush=True)
     return 0
 
 

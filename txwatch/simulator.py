@@ -139,6 +139,12 @@ class SimulationParams:
     out_of_order_rate: float = 0.02
     late_rate: float = 0.005
     no_location_rate: float = 0.03
+    # Payments that do not fit the customer (the model's scenarios), in the period only:
+    # a share of ordinary payments with an amount 20-60 times the usual one; bursts of
+    # small card tests per simulated hour (population-wide); account takeovers per hour.
+    amount_outlier_rate: float = 0.005
+    card_testing_per_hour: float = 5.0
+    account_takeover_per_hour: float = 6.0
     # Publication delays. Out-of-order records stay inside the job's watermark; late ones
     # come after it (the default watermarks are 2 minutes, the join range 3 minutes before).
     out_of_order_delay_s: tuple[float, float] = (5.0, 90.0)
@@ -168,6 +174,14 @@ class MetricIncident:
 
 # The end of the history has no fraud-like payment (see Simulator._history_records).
 HISTORY_QUIET_S = 900.0
+
+# The scenarios of payments that do not fit the customer (labelled per transaction).
+MODEL_SCENARIOS = ("amount_outlier", "card_testing", "account_takeover")
+# Card tests: a burst of this many small payments, most of them refused.
+CARD_TEST_ATTEMPTS = (6, 12)
+CARD_TEST_STATUSES = {"denied": 0.5, "failed": 0.2, "approved": 0.3}
+# Account takeover: this many purchases from the new device, minutes apart.
+TAKEOVER_PURCHASES = (2, 4)
 
 # Scenario -> the status it is about.
 METRIC_SCENARIOS = {
@@ -468,6 +482,15 @@ class Simulator:
                     break
                 events.append((t, seq, rng.choice(located), f"surge:{number}"))
                 seq += 1
+        last_tx_min = last_tx_s / 60.0
+        for kind, per_hour in (
+            ("card_testing", p.card_testing_per_hour),
+            ("account_takeover", p.account_takeover_per_hour),
+        ):
+            attacks = self._poisson(per_hour * last_tx_min / 60.0) if per_hour > 0 else 0
+            for _ in range(attacks):
+                events.append((rng.uniform(0, last_tx_s), seq, rng.choice(located), kind))
+                seq += 1
         heapq.heapify(events)
         transactions = 0
         while events:
@@ -486,6 +509,13 @@ class Simulator:
                 continue
             if t >= last_tx_s or (p.max_transactions and transactions >= p.max_transactions):
                 continue
+            if kind in ("card_testing", "account_takeover"):
+                attack = self._card_test if kind == "card_testing" else self._takeover
+                for at, record in attack(user, t):
+                    seq += 1
+                    heapq.heappush(pending, (at, seq, record))
+                    transactions += 1
+                continue
             if kind.startswith("surge:"):
                 incident = p.metric_incidents[int(kind.split(":")[1])]
                 yield t, self._surge_transaction(user, t, incident)
@@ -500,6 +530,64 @@ class Simulator:
         while pending:
             at, _, record = heapq.heappop(pending)
             yield at, record
+
+    # -- payments that do not fit the customer -------------------------------------
+
+    def _poisson(self, mean: float) -> int:
+        """A Poisson draw (Knuth's method: the means here are small)."""
+        limit, k, product = math.exp(-mean), 0, self.rng.random()
+        while product > limit:
+            k += 1
+            product *= self.rng.random()
+        return k
+
+    def _new_device(self) -> str:
+        return f"d-{uuid.UUID(int=self.rng.getrandbits(128)).hex[:12]}"
+
+    def _card_test(self, user: User, t: float) -> Iterator[tuple[float, Record]]:
+        """Someone with a stolen card number tries small amounts from their own device."""
+        rng = self.rng
+        card, device = rng.choice(user.cards), self._new_device()
+        merchant = rng.choice(self.city_merchants[rng.randrange(len(CITIES))])
+        attempts = rng.randint(*CARD_TEST_ATTEMPTS)
+        for n in range(attempts):
+            tx = self._transaction(user, t, merchant, (merchant.lat, merchant.lon))
+            tx.update(
+                card_number=card,
+                device_id=device,
+                amount=round(rng.uniform(0.5, 3.0), 2),
+                status=_weighted(rng, CARD_TEST_STATUSES),
+                channel="online",
+            )
+            detail = f"attempt {n + 1} of {attempts} on one card, from a new device"
+            self._label(tx, user, "card_testing", detail, t)
+            yield (
+                t,
+                Record(self.topics.transactions, user.user_id.encode(), json.dumps(tx).encode()),
+            )
+            t += rng.uniform(10, 60)
+
+    def _takeover(self, user: User, t: float) -> Iterator[tuple[float, Record]]:
+        """A new device, then purchases in categories and a city the customer never uses."""
+        rng = self.rng
+        device = self._new_device()
+        used = {m.category for m in user.merchants}
+        home = CITIES[user.city][1:3]
+        cities = [i for i, c in enumerate(CITIES) if haversine_m_py(*home, c[1], c[2]) > 300_000]
+        city_merchants = self.city_merchants[rng.choice(cities)]
+        unused = [m for m in city_merchants if m.category not in used] or city_merchants
+        purchases = rng.randint(*TAKEOVER_PURCHASES)
+        for n in range(purchases):
+            merchant = rng.choice(unused)
+            tx = self._transaction(user, t, merchant, (merchant.lat, merchant.lon))
+            tx.update(device_id=device, channel="mobile_wallet")
+            detail = f"purchase {n + 1} of {purchases} from a new device, {merchant.category}"
+            self._label(tx, user, "account_takeover", detail, t)
+            yield (
+                t,
+                Record(self.topics.transactions, user.user_id.encode(), json.dumps(tx).encode()),
+            )
+            t += rng.uniform(60, 600)
 
     # -- metric scenarios ---------------------------------------------------------
 
@@ -654,6 +742,10 @@ class Simulator:
             if user.has_location
             else ("no_location", "the phone reports no positions", 0.0)
         )
+        if scenario == "legit" and p.amount_outlier_rate and rng.random() < p.amount_outlier_rate:
+            usual = tx["amount"]
+            tx["amount"] = round(usual * rng.uniform(20, 60), 2)
+            scenario, detail = "amount_outlier", f"{tx['amount']:.2f} instead of about {usual:.2f}"
         value = json.dumps(tx).encode()
         if rng.random() < p.malformed_rate:
             value, detail = self._malform(

@@ -154,3 +154,37 @@ METRIC_SCORES = _schema(
     ("is_late", BOOLEAN),  # came after a later point of its series: stored, not scored
     ("scored_at", TIMESTAMP),
 )
+
+# One row per customer: sums over their past payments (udfs/model_features.py), written by
+# `train` (replaced each time; the model version names the Delta version it was fit with).
+_COUNTS = T.MapType(STRING, LONG)
+CUSTOMER_PROFILES = _schema(
+    ("user_id", STRING),
+    ("p_n", LONG),  # payments
+    ("p_sum_log_amount", DOUBLE),  # of ln(1 + amount)
+    ("p_sumsq_log_amount", DOUBLE),
+    ("p_sum_hour_sin", DOUBLE),  # of the time of day as an angle
+    ("p_sum_hour_cos", DOUBLE),
+    ("p_last_event_time", TIMESTAMP),
+    ("p_categories", _COUNTS),  # payments per merchant category
+    ("p_places", _COUNTS),  # payments per place cell, "lat:lon" of its centre
+    ("p_devices", _COUNTS),  # payments per device
+)
+
+# One row per alert type and scenario per evaluation (`./spark-submit.sh evaluate`); the
+# row with scenario "(all alerts)" holds the alert type's precision (txwatch/quality.py).
+EVALUATION = _schema(
+    ("evaluated_at", TIMESTAMP),
+    ("code_version", STRING),  # git describe of the code that evaluated
+    ("model_version", INT),  # the newest registered outlier model then
+    ("alert_type", STRING),
+    ("scenario", STRING),
+    ("labelled", LONG),
+    ("detected", LONG),
+    ("recall", DOUBLE),
+    ("median_delay_s", DOUBLE),
+    ("alerts", LONG),
+    ("precision", DOUBLE),
+    ("ordinary_flagged_share", DOUBLE),  # payments without fraud flagged by the type
+    ("pr_auc", DOUBLE),  # the model's raw score (model_outlier only)
+)

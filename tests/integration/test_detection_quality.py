@@ -21,7 +21,16 @@ pytestmark = pytest.mark.kafka
 def test_impossible_travel_precision_and_recall_on_simulated_traffic(spark, kafka_conf):
     conf = kafka_conf
     ensure_topics(conf)
-    params = SimulationParams(seed=5, users=300, duration_min=45, impossible_travel_rate=0.05)
+    # Travel only: payments from new devices (card testing, takeovers) have no fixes.
+    params = SimulationParams(
+        seed=5,
+        users=300,
+        duration_min=45,
+        impossible_travel_rate=0.05,
+        amount_outlier_rate=0.0,
+        card_testing_per_hour=0.0,
+        account_takeover_per_hour=0.0,
+    )
     sim = Simulator(params, conf)
     produce(sim.records(), conf.kafka.bootstrap_servers)
     write_ground_truth(conf, sim.truth)

@@ -10,6 +10,13 @@ from txwatch.simulator import SimulationParams, Simulator, luhn_card_number
 from udfs.geo import haversine_m_py
 
 
+NO_MODEL = {
+    "amount_outlier_rate": 0.0,
+    "card_testing_per_hour": 0.0,
+    "account_takeover_per_hour": 0.0,
+}
+
+
 def run(conf, **overrides):
     sim = Simulator(SimulationParams(users=60, duration_min=30, **overrides), conf)
     return sim, list(sim.records())
@@ -37,7 +44,7 @@ def test_records_come_in_publication_order_and_labels_match(conf):
 
 
 def test_legit_payments_happen_where_the_phone_is_and_fraud_far_away(conf):
-    sim, records = run(conf, impossible_travel_rate=0.05, malformed_rate=0.0)
+    sim, records = run(conf, impossible_travel_rate=0.05, malformed_rate=0.0, **NO_MODEL)
     by_device: dict[str, list] = {}
     for _, record in records:
         if record.topic == conf.kafka.topics.device_locations:
@@ -83,3 +90,43 @@ def test_card_numbers_pass_luhn(seed):
         for i, d in enumerate(reversed(digits))
     )
     assert len(number) == 16 and total % 10 == 0
+
+
+def test_payments_that_do_not_fit_the_customer(conf):
+    sim, records = run(
+        conf,
+        amount_outlier_rate=0.05,
+        card_testing_per_hour=6.0,
+        account_takeover_per_hour=6.0,
+        history_min=60.0,
+    )
+    scenario = {t.transaction_id: t.scenario for t in sim.truth}
+    payments = [
+        json.loads(r.value) for _, r in records if r.topic == conf.kafka.topics.transactions
+    ]
+    users = {u.user_id: u for u in sim.users}
+    by_kind: dict[str, list[dict]] = {}
+    for tx in payments:
+        by_kind.setdefault(scenario.get(tx.get("transaction_id"), "?"), []).append(tx)
+    start = sim.p.start.isoformat().replace("+00:00", "")
+    for kind in ("amount_outlier", "card_testing", "account_takeover"):
+        assert by_kind.get(kind), kind
+        # only in the period: the history (the model's training data) has none
+        assert all(tx["event_time"] >= start for tx in by_kind[kind]), kind
+    for tx in by_kind["card_testing"] + by_kind["account_takeover"]:
+        assert tx["device_id"] != users[tx["user_id"]].device_id  # a new device
+        assert tx["card_number"] in users[tx["user_id"]].cards
+    for tx in by_kind["card_testing"]:
+        assert 0.5 <= tx["amount"] <= 3.0 and tx["channel"] == "online"
+    declined = [tx for tx in by_kind["card_testing"] if tx["status"] in ("denied", "failed")]
+    assert len(declined) > len(by_kind["card_testing"]) / 2
+    for tx in by_kind["account_takeover"]:
+        user = users[tx["user_id"]]
+        home = (user.home[0], user.home[1])
+        assert haversine_m_py(*home, tx["latitude"], tx["longitude"]) > 250_000
+    # an outlier amount is 20-60 times what the same payment would have cost
+    legit_amounts = [tx["amount"] for tx in by_kind["legit"]]
+    assert (
+        min(tx["amount"] for tx in by_kind["amount_outlier"])
+        > sorted(legit_amounts)[len(legit_amounts) // 2]
+    )

@@ -74,6 +74,23 @@ class MetricsConf:
 
 
 @dataclass(frozen=True)
+class ModelConf:
+    """The outlier model: training (``jobs/train.py``), registry and stream scoring."""
+
+    name: str
+    registry_uri: str
+    clusters: int
+    threshold_quantile: float
+    seed: int
+    refresh_interval: str
+    trigger_interval: str
+
+    def registry(self, lake_root: str) -> str:
+        """The MLflow tracking/registry URI, ``{lake_root}`` filled in."""
+        return self.registry_uri.replace("{lake_root}", lake_root.rstrip("/"))
+
+
+@dataclass(frozen=True)
 class DeltaConf:
     maintenance_interval: str
     table_properties: dict[str, str] = field(default_factory=dict)
@@ -99,6 +116,7 @@ class Conf:
     # The rule's parameters are the pure transform's own dataclass.
     impossible_travel: ImpossibleTravelRule
     metrics: MetricsConf
+    model: ModelConf
     delta: DeltaConf
     privacy: PrivacyConf
     spark: SparkConf
@@ -165,6 +183,10 @@ def _check_durations(conf: Conf) -> None:
     where_values += [
         (f"conf.metrics.{spec.name}", getattr(conf.metrics, spec.name))
         for spec in fields(conf.metrics)
+    ]
+    where_values += [
+        (f"conf.model.{name}", getattr(conf.model, name))
+        for name in ("refresh_interval", "trigger_interval")
     ]
     where_values.append(("conf.delta.maintenance_interval", conf.delta.maintenance_interval))
     for where, value in where_values:
@@ -259,6 +281,7 @@ _NESTED: dict[tuple[type, str], type] = {
     (Conf, "stream"): StreamConf,
     (Conf, "impossible_travel"): ImpossibleTravelRule,
     (Conf, "metrics"): MetricsConf,
+    (Conf, "model"): ModelConf,
     (Conf, "delta"): DeltaConf,
     (Conf, "privacy"): PrivacyConf,
     (Conf, "spark"): SparkConf,

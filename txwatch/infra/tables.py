@@ -25,6 +25,8 @@ GROUND_TRUTH = "ground_truth"
 PIPELINE_PROGRESS = "pipeline_progress"
 METRIC_VALUES = "metric_values"
 METRIC_SCORES = "metric_scores"
+CUSTOMER_PROFILES = "customer_profiles"
+EVALUATION = "evaluation"
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,18 @@ TABLES = {
             schemas.PIPELINE_PROGRESS,
             "one row per streaming micro-batch: rows, durations, state, watermark",
             ("query_name", "batch_id"),
+        ),
+        TableSpec(
+            CUSTOMER_PROFILES,
+            schemas.CUSTOMER_PROFILES,
+            "every customer's habits (sums over past payments), written by train",
+            ("user_id",),
+        ),
+        TableSpec(
+            EVALUATION,
+            schemas.EVALUATION,
+            "detection quality per alert type and scenario, one set of rows per evaluate run",
+            ("evaluated_at",),
         ),
         TableSpec(
             GROUND_TRUTH,

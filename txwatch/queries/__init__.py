@@ -1,12 +1,13 @@
 """The streaming queries of the pipeline, one module each, and the runner that starts them.
 
 ``PIPELINE`` lists them all. An ``--available-now`` run starts every query whose ``after``
-queries have finished (ingest, travel and the metrics queries together, then alerts and enrich).
+queries have finished (ingest, travel, the metrics queries and model scoring together,
+then alerts and enrich).
 """
 
 from __future__ import annotations
 
-from txwatch.queries import alerts, enrich, ingest, metrics, travel
+from txwatch.queries import alerts, enrich, ingest, metrics, model_scoring, travel
 from txwatch.queries.base import QuerySpec
 
 PIPELINE: tuple[QuerySpec, ...] = (
@@ -14,6 +15,7 @@ PIPELINE: tuple[QuerySpec, ...] = (
     travel.QUERY,
     metrics.WINDOWS_QUERY,
     metrics.POINTS_QUERY,
+    model_scoring.QUERY,
     alerts.QUERY,
     enrich.QUERY,
 )

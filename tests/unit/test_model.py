@@ -1,0 +1,205 @@
+"""The outlier model: features, threshold, registry round trip and hot swap, explanations."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import datetime, timedelta
+
+import pyspark.sql.functions as F
+import pytest
+from pyspark.ml.feature import SQLTransformer
+
+from txwatch import model, registry
+from txwatch.queries.model_scoring import ModelScorer
+from txwatch.training import write_profiles
+from udfs.geo import haversine_m_py
+from udfs.model_alerts import model_outlier_alerts
+from udfs.model_features import FEATURES_SQL, as_seen, customer_profiles, leave_one_out
+
+T0 = datetime(2026, 1, 5, 8, 0, 0)
+COLUMNS = (
+    "transaction_id string, user_id string, device_id string, merchant_category string, "
+    "amount double, currency string, status string, latitude double, longitude double, "
+    "event_time timestamp"
+)
+HOME = (48.85, 2.35)
+
+
+def payment(tx_id, amount, category="grocery", device="d1", pos=HOME, status="approved", t=0):
+    return (tx_id, "u1", device, category, amount, "EUR", status, *pos, T0 + timedelta(hours=t))
+
+
+HISTORY = [
+    payment("h1", 10.0, t=0),
+    payment("h2", 20.0, t=1),
+    payment("h3", 40.0, category="cafe", t=2),
+    payment("h4", 80.0, t=3),
+]
+
+
+def features(df):
+    return SQLTransformer(statement=FEATURES_SQL).transform(df)
+
+
+def test_features_of_a_new_payment_against_the_profile(spark):
+    history_df = spark.createDataFrame(HISTORY, COLUMNS)
+    profiles_df = customer_profiles(history_df)
+    far = (52.52, 13.40)  # Berlin, ~880 km from HOME
+    new_df = spark.createDataFrame(
+        [payment("n1", 1000.0, "electronics", "d9", far, "denied", t=4)], COLUMNS
+    )
+    row = features(as_seen(new_df, profiles_df)).first()
+
+    logs = [math.log1p(a) for a in (10.0, 20.0, 40.0, 80.0)]
+    mean = sum(logs) / 4
+    sd = math.sqrt(sum(x * x for x in logs) / 4 - mean * mean)
+    assert row.usual_n == 4
+    assert row.amount_z == pytest.approx((math.log1p(1000.0) - mean) / sd)
+    assert row.category_novelty == 1.0  # electronics: never before
+    assert row.new_device == 1.0
+    assert row.declined == 1.0
+    # The nearest place: the cell of HOME, centred on (48.9, 2.4) (0.1-degree cells).
+    expected_km = haversine_m_py(*far, 48.9, 2.4) / 1000
+    assert row.distance_log_km == pytest.approx(math.log1p(expected_km), rel=1e-6)
+
+
+def test_leave_one_out_judges_a_past_payment_against_the_others(spark):
+    history_df = spark.createDataFrame(HISTORY, COLUMNS)
+    seen = features(leave_one_out(history_df, customer_profiles(history_df)))
+    row = seen.filter(F.col("transaction_id") == "h3").first()
+    logs = [math.log1p(a) for a in (10.0, 20.0, 80.0)]  # h3 (40, cafe) left out
+    mean = sum(logs) / 3
+    sd = math.sqrt(sum(x * x for x in logs) / 3 - mean * mean)
+    assert row.usual_n == 3
+    assert row.amount_z == pytest.approx((math.log1p(40.0) - mean) / sd)
+    assert row.category_novelty == 1.0  # the only cafe payment: the others never were
+    assert row.new_device == 0.0  # d1 was used by the other three
+    assert row.distance_log_km == pytest.approx(math.log1p(haversine_m_py(*HOME, 48.9, 2.4) / 1000))
+    # With fewer than MIN_HISTORY other payments a customer is not scored.
+    two_df = spark.createDataFrame(HISTORY[:3], COLUMNS)
+    assert leave_one_out(two_df, customer_profiles(two_df)).count() == 0
+
+
+def test_threshold_is_the_quantile_of_a_known_distribution(spark):
+    scores_df = spark.range(1000).select((F.col("id") / 10.0).alias("outlier_score"))
+    # 0.0, 0.1, ..., 99.9: the 0.995 quantile (linear interpolation) is 99.4005
+    assert model.calibrate_threshold(scores_df, 0.995) == pytest.approx(99.4005)
+    assert model.calibrate_threshold(scores_df, 0.5) == pytest.approx(49.95)
+
+
+def population(spark, users=30, per_user=25, seed=3):
+    """Customers with steady habits: one device, three categories, one neighbourhood."""
+    rng = random.Random(seed)
+    rows = []
+    for u in range(users):
+        usual = rng.uniform(2.0, 4.0)
+        home = (48.8 + rng.uniform(0, 0.2), 2.3 + rng.uniform(0, 0.2))
+        for i in range(per_user):
+            pos = (home[0] + rng.gauss(0, 0.01), home[1] + rng.gauss(0, 0.01))
+            rows.append(
+                (
+                    f"t{u}-{i}",
+                    f"u{u}",
+                    f"d{u}",
+                    rng.choice(("grocery", "cafe", "fuel")),
+                    round(math.exp(rng.gauss(usual, 0.4)), 2),
+                    "EUR",
+                    "approved" if rng.random() > 0.05 else "denied",
+                    *pos,
+                    T0 + timedelta(minutes=17 * i + u),
+                )
+            )
+    return spark.createDataFrame(rows, COLUMNS)
+
+
+def fit(spark, conf, clusters):
+    history_df = population(spark)
+    version = write_profiles(spark, conf, customer_profiles(history_df))
+    profiles_df = (
+        spark.read.format("delta")
+        .option("versionAsOf", version)
+        .load(conf.table_path("customer_profiles"))
+    )
+    seen_df = leave_one_out(history_df, profiles_df)
+    fitted = model.fit_model(seen_df, clusters, seed=1)
+    threshold = model.calibrate_threshold(model.score(fitted, seen_df), 0.99)
+    return fitted, threshold, version
+
+
+def register(conf, fitted, threshold, profiles_version, tmp_path, name):
+    model_dir = str(tmp_path / name)
+    fitted.write().overwrite().save(model_dir)
+    return registry.register(
+        conf,
+        model_dir,
+        params={
+            "threshold": repr(threshold),
+            "profiles_table": conf.table_path("customer_profiles"),
+            "profiles_version": profiles_version,
+        },
+        metrics={"threshold": threshold},
+    )
+
+
+def test_registered_model_scores_as_fitted_and_is_swapped_without_restart(spark, conf, tmp_path):
+    scorer = ModelScorer(spark, conf)
+    assert scorer.refresh(force=True) is None  # nothing registered yet
+
+    fitted, threshold, profiles_version = fit(spark, conf, clusters=2)
+    first = register(conf, fitted, threshold, profiles_version, tmp_path, "v1")
+    assert first.version == 1
+    loaded = scorer.refresh(force=True)
+    assert loaded is not None and loaded.version == 1
+    assert loaded.threshold == threshold
+
+    new_df = spark.createDataFrame(
+        [
+            payment("n-usual", 20.0, "grocery", "d0", (48.9, 2.4)),
+            payment("n-odd", 5000.0, "electronics", "d-new", (40.4, -3.7), "denied"),
+        ],
+        COLUMNS,
+    ).withColumn("user_id", F.lit("u0"))
+    in_memory = {
+        r.transaction_id: r.outlier_score
+        for r in model.score(fitted, as_seen(new_df, loaded.profiles_df)).collect()
+    }
+    reloaded = {
+        r.transaction_id: r.outlier_score
+        for r in model.score(loaded.pipeline, as_seen(new_df, loaded.profiles_df)).collect()
+    }
+    assert reloaded == pytest.approx(in_memory)
+    assert in_memory["n-usual"] < threshold < in_memory["n-odd"]
+
+    alerts = scorer.alerts(new_df).collect()
+    assert [a.transaction_id for a in alerts] == ["n-odd"]
+    assert alerts[0].alert_type == "model_outlier"
+    assert "model v1" in alerts[0].reason
+    assert "device d-new used in 0 of 25 past payments" in alerts[0].reason
+
+    # A newer version is picked up by the same scorer (the stream does so every
+    # model.refresh_interval), with its own threshold.
+    refit, _, _ = fit(spark, conf, clusters=3)
+    register(conf, refit, threshold * 2, profiles_version, tmp_path, "v2")
+    assert scorer.refresh().version == 1  # not yet: refresh_interval has not passed
+    swapped = scorer.refresh(force=True)
+    assert swapped is not None and swapped.version == 2
+    assert swapped.threshold == threshold * 2
+    assert registry.newest(conf).version == 2
+
+
+def test_explanation_names_what_stands_out(spark, conf):
+    fitted, threshold, profiles_version = fit(spark, conf, clusters=2)
+    profiles_df = (
+        spark.read.format("delta")
+        .option("versionAsOf", profiles_version)
+        .load(conf.table_path("customer_profiles"))
+    )
+    odd_df = spark.createDataFrame(
+        [payment("n-far", 25.0, "grocery", "d0", (40.4, -3.7))], COLUMNS
+    ).withColumn("user_id", F.lit("u0"))
+    scored = model.score(fitted, as_seen(odd_df, profiles_df))
+    alert = model_outlier_alerts(scored, threshold, 7, model.explanation()).first()
+    assert alert is not None
+    assert "km from the nearest place of their past payments" in alert.reason.split("; ")[0]
+    assert alert.evidence["model_version"] == 7.0

@@ -1,0 +1,246 @@
+"""Features of a payment against its customer's own habits, for the outlier model.
+
+A customer's habits are a profile of sums over their past payments (``customer_profiles``):
+count, sums of log amounts and their squares, of the hour of day as a point on a circle,
+of positions, and counts per merchant category and per device. What a payment is compared
+with is that profile, *as seen by the payment*:
+
+- in training, each past payment is compared with the profile of the customer's other
+  payments (its own contribution subtracted: ``leave_one_out``), so a training payment is
+  judged as a new one would be;
+- in the stream, a new payment is compared with the profile as trained (``as_seen``).
+
+Both then go through the same ``FEATURES_SQL`` (a ``SQLTransformer``, the first stage of
+the model's ``pyspark.ml`` pipeline, saved with it): train and stream compute the features
+with one statement. Every feature is a native Spark expression.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyspark.sql.functions as F
+from pyspark.sql import Column, DataFrame
+
+from udfs.geo import haversine_m
+
+# Statuses that mean the payment was refused.
+DECLINED_STATUSES = ("denied", "failed")
+# A customer needs this many past payments (the payment itself excluded) to be scored.
+MIN_HISTORY = 3
+
+# The model's features, in the order of its vector; each has a readable description.
+FEATURES = (
+    "amount_z",
+    "amount_category_z",
+    "category_novelty",
+    "distance_log_km",
+    "new_device",
+    "declined",
+)
+FEATURE_LABELS = {
+    "amount_z": "amount",
+    "amount_category_z": "amount for the category",
+    "category_novelty": "merchant category",
+    "distance_log_km": "place",
+    "new_device": "device",
+    "declined": "status",
+}
+
+# Profile columns (sums over a customer's payments), all prefixed ``p_``.
+PROFILE_SUMS = (
+    "p_n",
+    "p_sum_log_amount",
+    "p_sumsq_log_amount",
+    "p_sum_hour_sin",
+    "p_sum_hour_cos",
+)
+# Places are counted per cell of this many degrees (about 11 km north-south): a payment's
+# distance from the customer's usual places is the distance to the nearest cell they used.
+PLACE_CELL_DEG = 0.1
+
+
+def _log_amount(amount: Column) -> Column:
+    return F.log1p(F.greatest(amount, F.lit(0.0)))
+
+
+def _hour_angle(event_time: Column) -> Column:
+    """The time of day as an angle: 00:00 and 23:59 are neighbours."""
+    seconds = F.hour(event_time) * 3600 + F.minute(event_time) * 60 + F.second(event_time)
+    return seconds / 86400.0 * 2.0 * math.pi
+
+
+def customer_profiles(transactions_df: DataFrame) -> DataFrame:
+    """One row per ``user_id``: the sums of its payments, categories and devices counted.
+
+    ``transactions_df``: valid transactions (bronze columns).
+    """
+    log_amount = _log_amount(F.col("amount"))
+    angle = _hour_angle(F.col("event_time"))
+    per_user = transactions_df.groupBy("user_id").agg(
+        F.count("*").alias("p_n"),
+        F.sum(log_amount).alias("p_sum_log_amount"),
+        F.sum(log_amount * log_amount).alias("p_sumsq_log_amount"),
+        F.sum(F.sin(angle)).alias("p_sum_hour_sin"),
+        F.sum(F.cos(angle)).alias("p_sum_hour_cos"),
+        F.max("event_time").alias("p_last_event_time"),
+    )
+    categories = (
+        transactions_df.groupBy("user_id", "merchant_category")
+        .count()
+        .groupBy("user_id")
+        .agg(
+            F.map_from_entries(F.collect_list(F.struct("merchant_category", "count"))).alias(
+                "p_categories"
+            )
+        )
+    )
+    places = (
+        transactions_df.groupBy("user_id", _place_cell().alias("cell"))
+        .count()
+        .groupBy("user_id")
+        .agg(F.map_from_entries(F.collect_list(F.struct("cell", "count"))).alias("p_places"))
+    )
+    devices = (
+        transactions_df.groupBy("user_id", "device_id")
+        .count()
+        .groupBy("user_id")
+        .agg(F.map_from_entries(F.collect_list(F.struct("device_id", "count"))).alias("p_devices"))
+    )
+    return per_user.join(categories, "user_id").join(places, "user_id").join(devices, "user_id")
+
+
+def _place_cell() -> Column:
+    """The payment's place cell as text, ``"48.9:2.4"`` (cell centre, PLACE_CELL_DEG)."""
+    return F.concat_ws(
+        ":",
+        *[
+            F.format_number(F.round(F.col(c) / PLACE_CELL_DEG) * PLACE_CELL_DEG, 1)
+            for c in ("latitude", "longitude")
+        ],
+    )
+
+
+def _nearest_place_km(places: Column, own_cell_discount: int) -> Column:
+    """Distance (km) from the payment to the nearest cell of ``places`` still counted.
+
+    ``own_cell_discount`` is subtracted from the count of the payment's own cell (1 in
+    leave-one-out: a cell only this payment used does not count).
+    """
+    own = _place_cell()
+    entries = F.filter(
+        F.map_entries(places),
+        lambda e: e["value"] - F.when(e["key"] == own, own_cell_discount).otherwise(0) > 0,
+    )
+
+    def distance(e: Column) -> Column:
+        lat_lon = F.split(e["key"], ":")
+        cell_lat, cell_lon = lat_lon[0].cast("double"), lat_lon[1].cast("double")
+        return haversine_m(F.col("latitude"), F.col("longitude"), cell_lat, cell_lon) / 1000.0
+
+    return F.array_min(F.transform(entries, distance))
+
+
+def _seen(
+    df: DataFrame,
+    n: Column,
+    sum_log: Column,
+    sumsq_log: Column,
+    sum_sin: Column,
+    sum_cos: Column,
+    place_km: Column,
+    category_count: Column,
+    device_count: Column,
+) -> DataFrame:
+    """The profile summaries ``FEATURES_SQL`` reads, from (possibly adjusted) sums."""
+    mean = sum_log / n
+    variance = F.greatest(sumsq_log / n - mean * mean, F.lit(0.0))
+    return df.withColumns(
+        {
+            "usual_n": n,
+            "usual_log_amount": mean,
+            "usual_log_amount_sd": F.sqrt(variance),
+            "usual_hour_angle": F.atan2(sum_sin, sum_cos),
+            "distance_from_usual_km": place_km,
+            "usual_category_count": F.coalesce(category_count, F.lit(0)),
+            "usual_device_count": F.coalesce(device_count, F.lit(0)),
+        }
+    )
+
+
+def as_seen(transactions_df: DataFrame, profiles_df: DataFrame) -> DataFrame:
+    """New payments with their customer's profile (inner join: no profile, no score)."""
+    df = transactions_df.join(profiles_df, "user_id")
+    return _seen(
+        df,
+        F.col("p_n"),
+        F.col("p_sum_log_amount"),
+        F.col("p_sumsq_log_amount"),
+        F.col("p_sum_hour_sin"),
+        F.col("p_sum_hour_cos"),
+        _nearest_place_km(F.col("p_places"), 0),
+        F.col("p_categories")[F.col("merchant_category")],
+        F.col("p_devices")[F.col("device_id")],
+    ).filter(F.col("usual_n") >= MIN_HISTORY)
+
+
+def leave_one_out(transactions_df: DataFrame, profiles_df: DataFrame) -> DataFrame:
+    """Past payments, each with the profile of its customer's *other* payments."""
+    df = transactions_df.join(profiles_df, "user_id")
+    log_amount = _log_amount(F.col("amount"))
+    angle = _hour_angle(F.col("event_time"))
+    return _seen(
+        df,
+        F.col("p_n") - 1,
+        F.col("p_sum_log_amount") - log_amount,
+        F.col("p_sumsq_log_amount") - log_amount * log_amount,
+        F.col("p_sum_hour_sin") - F.sin(angle),
+        F.col("p_sum_hour_cos") - F.cos(angle),
+        _nearest_place_km(F.col("p_places"), 1),
+        F.col("p_categories")[F.col("merchant_category")] - 1,
+        F.col("p_devices")[F.col("device_id")] - 1,
+    ).filter(F.col("usual_n") >= MIN_HISTORY)
+
+
+# The features from a payment and its ``usual_*`` columns (``distance_from_usual_km``: to the
+# nearest place cell the customer paid in; ``amount_category_z`` comes from the next stage,
+# ``category_amount_sql``, fitted on the training payments). Standard deviations are floored
+# (0.3 in log amount: a customer who always pays the same still varies by about a third).
+FEATURES_SQL = f"""
+SELECT *,
+  (log1p(greatest(amount, 0D)) - usual_log_amount)
+    / greatest(usual_log_amount_sd, 0.3D) AS amount_z,
+  1D - usual_category_count / usual_n AS category_novelty,
+  log1p(distance_from_usual_km) AS distance_log_km,
+  CASE WHEN usual_device_count = 0 THEN 1D ELSE 0D END AS new_device,
+  CASE WHEN status IN ({", ".join(f"'{s}'" for s in DECLINED_STATUSES)}) THEN 1D ELSE 0D END
+    AS declined
+FROM __THIS__
+"""
+
+
+def category_amount_sql(stats: dict[str, tuple[float, float]]) -> str:
+    """``amount_category_z``: the amount against what payments of its category usually cost.
+
+    ``stats``: category -> (mean, standard deviation) of ``ln(1 + amount)`` over all
+    customers' training payments; a category not seen in training scores 0.
+    """
+    cases = " ".join(
+        f"WHEN '{category}' THEN (log1p(greatest(amount, 0D)) - {mean!r}D) / {max(sd, 0.3)!r}D"
+        for category, (mean, sd) in sorted(stats.items())
+        if "'" not in category
+    )
+    expression = f"CASE merchant_category {cases} ELSE 0D END" if cases else "0D"
+    return f"SELECT *, {expression} AS amount_category_z FROM __THIS__"
+
+
+def category_amount_stats(transactions_df: DataFrame) -> dict[str, tuple[float, float]]:
+    """Mean and standard deviation of ``ln(1 + amount)`` per merchant category."""
+    log_amount = _log_amount(F.col("amount"))
+    rows = (
+        transactions_df.filter(F.col("merchant_category").isNotNull())
+        .groupBy("merchant_category")
+        .agg(F.avg(log_amount).alias("mean"), F.stddev_pop(log_amount).alias("sd"))
+        .collect()
+    )
+    return {r.merchant_category: (float(r.mean), float(r.sd or 0.0)) for r in rows}
