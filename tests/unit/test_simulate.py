@@ -9,7 +9,6 @@ import pytest
 from txwatch.simulator import SimulationParams, Simulator, luhn_card_number
 from udfs.geo import haversine_m_py
 
-
 NO_MODEL = {
     "amount_outlier_rate": 0.0,
     "card_testing_per_hour": 0.0,
