@@ -36,8 +36,14 @@ from udfs.model_features import (
 )
 
 # A feature's standard deviation in training is taken as at least this (standardized units
-# are then at most 1 / MIN_FEATURE_SD per unit of the feature).
+# are then at most 1 / MIN_FEATURE_SD per unit of the feature) ...
 MIN_FEATURE_SD = 0.05
+# ... and for the velocity counts (ln(1 + count)) at least this: one payment more than
+# usual (0 -> 1 is 0.69) is then 1.4 standard deviations, not 5 where a customer rarely pays
+# twice in ten minutes (measured on the demo: with 0.05, one earlier decline was enough to
+# flag 0.75 % of ordinary payments; with 0.5, 0.3 %).
+MIN_COUNT_SD = 0.5
+COUNT_FEATURES = ("payments_10m", "declines_10m", "payments_1h")
 VECTOR = "model_vector"
 CLUSTER = "model_cluster"
 
@@ -61,7 +67,11 @@ def feature_scales(features_df: DataFrame) -> dict[str, FeatureScale]:
     assert row is not None
     return {
         f: FeatureScale(
-            float(row[f"{f}__mean"] or 0.0), max(float(row[f"{f}__sd"] or 0.0), MIN_FEATURE_SD)
+            float(row[f"{f}__mean"] or 0.0),
+            max(
+                float(row[f"{f}__sd"] or 0.0),
+                MIN_COUNT_SD if f in COUNT_FEATURES else MIN_FEATURE_SD,
+            ),
         )
         for f in FEATURES
     }
@@ -178,6 +188,17 @@ def _feature_texts() -> dict[str, Column]:
             F.lit(" past payments"),
         ),
         "declined": F.concat(F.lit("status "), F.col("status")),
+        "payments_10m": F.concat(
+            F.col("prior_payments_10m").cast("string"),
+            F.lit(" other payments in the 10 minutes before"),
+        ),
+        "declines_10m": F.concat(
+            F.col("prior_declines_10m").cast("string"),
+            F.lit(" declined payments in the 10 minutes before"),
+        ),
+        "payments_1h": F.concat(
+            F.col("prior_payments_1h").cast("string"), F.lit(" other payments in the hour before")
+        ),
     }
 
 

@@ -182,6 +182,7 @@ def model_scores(
     from txwatch import model, registry
     from txwatch.queries.model_scoring import load
     from udfs.model_features import as_seen
+    from udfs.velocity import with_velocity
 
     found = registry.newest(conf)
     if found is None:
@@ -191,7 +192,7 @@ def model_scores(
         labelled = truth_df.filter(
             F.col("scenario").isin(*MODEL_SCENARIOS, *ORDINARY_SCENARIOS)
         ).select("transaction_id", "scenario")
-        payments = bronze_df.join(labelled, "transaction_id")
+        payments = with_velocity(bronze_df).join(labelled, "transaction_id")
         scored = (
             model.score(loaded.pipeline, as_seen(payments, loaded.profiles_df))
             .select(

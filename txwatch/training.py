@@ -18,6 +18,7 @@ from txwatch.infra.errors import UserError
 from txwatch.lake import read_table, table_exists
 from udfs import schemas
 from udfs.model_features import FEATURES, customer_profiles, leave_one_out
+from udfs.velocity import with_velocity
 
 SCORE_QUANTILES = (0.5, 0.9, 0.99, 0.995, 0.999)
 
@@ -76,7 +77,7 @@ def train(
             .option("versionAsOf", profiles_version)
             .load(conf.table_path(tables.CUSTOMER_PROFILES))
         )
-        seen_df = leave_one_out(payments_df, profiles_df).persist()
+        seen_df = leave_one_out(with_velocity(payments_df), profiles_df).persist()
         rows = seen_df.count()
         if rows == 0:
             raise UserError(

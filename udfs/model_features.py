@@ -37,6 +37,9 @@ FEATURES = (
     "distance_log_km",
     "new_device",
     "declined",
+    "payments_10m",
+    "declines_10m",
+    "payments_1h",
 )
 FEATURE_LABELS = {
     "amount_z": "amount",
@@ -45,6 +48,9 @@ FEATURE_LABELS = {
     "distance_log_km": "place",
     "new_device": "device",
     "declined": "status",
+    "payments_10m": "payments in the 10 minutes before",
+    "declines_10m": "declines in the 10 minutes before",
+    "payments_1h": "payments in the hour before",
 }
 
 # Profile columns (sums over a customer's payments), all prefixed ``p_``.
@@ -202,10 +208,11 @@ def leave_one_out(transactions_df: DataFrame, profiles_df: DataFrame) -> DataFra
     ).filter(F.col("usual_n") >= MIN_HISTORY)
 
 
-# The features from a payment and its ``usual_*`` columns (``distance_from_usual_km``: to the
-# nearest place cell the customer paid in; ``amount_category_z`` comes from the next stage,
-# ``category_amount_sql``, fitted on the training payments). Standard deviations are floored
-# (0.3 in log amount: a customer who always pays the same still varies by about a third).
+# The features from a payment, its ``usual_*`` columns and its velocity (``prior_*``, from
+# ``udfs.velocity``). ``distance_from_usual_km`` is to the nearest place cell the customer
+# paid in; ``amount_category_z`` comes from the next stage (``category_amount_sql``, fitted
+# on the training payments). Standard deviations are floored (0.3 in log amount: a
+# customer who always pays the same still varies by about a third).
 FEATURES_SQL = f"""
 SELECT *,
   (log1p(greatest(amount, 0D)) - usual_log_amount)
@@ -214,7 +221,10 @@ SELECT *,
   log1p(distance_from_usual_km) AS distance_log_km,
   CASE WHEN usual_device_count = 0 THEN 1D ELSE 0D END AS new_device,
   CASE WHEN status IN ({", ".join(f"'{s}'" for s in DECLINED_STATUSES)}) THEN 1D ELSE 0D END
-    AS declined
+    AS declined,
+  log1p(prior_payments_10m) AS payments_10m,
+  log1p(prior_declines_10m) AS declines_10m,
+  log1p(prior_payments_1h) AS payments_1h
 FROM __THIS__
 """
 

@@ -16,6 +16,7 @@ from txwatch.training import write_profiles
 from udfs.geo import haversine_m_py
 from udfs.model_alerts import model_outlier_alerts
 from udfs.model_features import FEATURES_SQL, as_seen, customer_profiles, leave_one_out
+from udfs.velocity import count_prior, velocity_stream, with_velocity
 
 T0 = datetime(2026, 1, 5, 8, 0, 0)
 COLUMNS = (
@@ -49,7 +50,7 @@ def test_features_of_a_new_payment_against_the_profile(spark):
     new_df = spark.createDataFrame(
         [payment("n1", 1000.0, "electronics", "d9", far, "denied", t=4)], COLUMNS
     )
-    row = features(as_seen(new_df, profiles_df)).first()
+    row = features(as_seen(with_velocity(new_df), profiles_df)).first()
 
     logs = [math.log1p(a) for a in (10.0, 20.0, 40.0, 80.0)]
     mean = sum(logs) / 4
@@ -66,7 +67,7 @@ def test_features_of_a_new_payment_against_the_profile(spark):
 
 def test_leave_one_out_judges_a_past_payment_against_the_others(spark):
     history_df = spark.createDataFrame(HISTORY, COLUMNS)
-    seen = features(leave_one_out(history_df, customer_profiles(history_df)))
+    seen = features(leave_one_out(with_velocity(history_df), customer_profiles(history_df)))
     row = seen.filter(F.col("transaction_id") == "h3").first()
     logs = [math.log1p(a) for a in (10.0, 20.0, 80.0)]  # h3 (40, cafe) left out
     mean = sum(logs) / 3
@@ -121,7 +122,7 @@ def fit(spark, conf, clusters):
         .option("versionAsOf", version)
         .load(conf.table_path("customer_profiles"))
     )
-    seen_df = leave_one_out(history_df, profiles_df)
+    seen_df = leave_one_out(with_velocity(history_df), profiles_df)
     fitted = model.fit_model(seen_df, clusters, seed=1)
     threshold = model.calibrate_threshold(model.score(fitted, seen_df), 0.99)
     return fitted, threshold, version
@@ -155,11 +156,17 @@ def test_registered_model_scores_as_fitted_and_is_swapped_without_restart(spark,
 
     new_df = spark.createDataFrame(
         [
-            payment("n-usual", 20.0, "grocery", "d0", (48.9, 2.4)),
-            payment("n-odd", 5000.0, "electronics", "d-new", (40.4, -3.7), "denied"),
+            payment("n-usual", 20.0, "grocery", "d0", (48.9, 2.4), t=426 / 60),
+            payment("n-odd", 5000.0, "electronics", "d-new", (40.4, -3.7), "denied", t=440 / 60),
         ],
         COLUMNS,
     ).withColumn("user_id", F.lit("u0"))
+    # Velocity as the stream sees it: after the customer's earlier payments.
+    new_df = (
+        with_velocity(population(spark).unionByName(new_df))
+        .filter(F.col("transaction_id").startswith("n-"))
+        .persist()
+    )
     in_memory = {
         r.transaction_id: r.outlier_score
         for r in model.score(fitted, as_seen(new_df, loaded.profiles_df)).collect()
@@ -198,8 +205,82 @@ def test_explanation_names_what_stands_out(spark, conf):
     odd_df = spark.createDataFrame(
         [payment("n-far", 25.0, "grocery", "d0", (40.4, -3.7))], COLUMNS
     ).withColumn("user_id", F.lit("u0"))
-    scored = model.score(fitted, as_seen(odd_df, profiles_df))
+    scored = model.score(fitted, as_seen(with_velocity(odd_df), profiles_df))
     alert = model_outlier_alerts(scored, threshold, 7, model.explanation()).first()
     assert alert is not None
     assert "km from the nearest place of their past payments" in alert.reason.split("; ")[0]
     assert alert.evidence["model_version"] == 7.0
+
+
+def test_velocity_counts_the_customers_payments_just_before(spark):
+    rows = [
+        payment("v1", 1.0, status="denied", t=0),
+        payment("v2", 1.0, status="failed", t=2 / 60),  # 2 minutes later
+        payment("v3", 1.0, t=5 / 60),
+        payment("v4", 1.0, t=14 / 60),  # 9 min after v3, 12 after v2, 14 after v1
+        payment("v5", 1.0, t=70 / 60),  # more than an hour after v1
+    ]
+    df = with_velocity(spark.createDataFrame(rows, COLUMNS))
+    got = {
+        r.transaction_id: (r.prior_payments_10m, r.prior_declines_10m, r.prior_payments_1h)
+        for r in df.collect()
+    }
+    assert got == {
+        "v1": (0, 0, 0),
+        "v2": (1, 1, 1),
+        "v3": (2, 2, 2),
+        "v4": (1, 0, 3),
+        "v5": (0, 0, 1),  # v4 only: 56 minutes before
+    }
+
+
+def test_velocity_state_matches_brute_force():
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    times = np.sort(rng.integers(0, 3 * 3600_000, 200))
+    declined = rng.integers(0, 2, 200)
+    old_ms, old_declined = times[:120], declined[:120]
+    counts, kept, _ = count_prior(old_ms, old_declined, times[120:], declined[120:])
+    for i, t in enumerate(times[120:], start=120):
+        before = (times[:i] >= t - 600_000) & (times[:i] <= t)
+        assert counts["prior_payments_10m"][i - 120] == before.sum()
+        assert counts["prior_declines_10m"][i - 120] == declined[:i][before].sum()
+        hour = (times[:i] >= t - 3600_000) & (times[:i] <= t)
+        assert counts["prior_payments_1h"][i - 120] == hour.sum()
+    assert kept.min() >= times.max() - 3600_000  # only the last hour is kept
+
+
+def test_stream_velocity_equals_training_velocity(spark, tmp_path):
+    """The stateful operator over three micro-batches gives what the window functions give."""
+    history_df = population(spark, users=5, per_user=30)
+    ordered = sorted(history_df.collect(), key=lambda r: r.event_time)
+    source = tmp_path / "payments"
+    for i in range(3):
+        chunk = ordered[i * 50 : (i + 1) * 50]
+        spark.createDataFrame(chunk, history_df.schema).write.mode("append").parquet(
+            str(source / f"part={i}")
+        )
+    stream_df = (
+        spark.readStream.schema(history_df.schema)
+        .option("maxFilesPerTrigger", 2)
+        .option("recursiveFileLookup", "true")
+        .parquet(str(source))
+        .withColumns(
+            {"card_token": F.lit("tok"), "card_last4": F.lit("1111"), "merchant": F.lit("m")}
+        )
+    )
+    query = (
+        velocity_stream(stream_df)
+        .writeStream.format("memory")
+        .queryName("velocity_test")
+        .option("checkpointLocation", str(tmp_path / "ck"))
+        .trigger(availableNow=True)
+        .start()
+    )
+    query.awaitTermination()
+    assert len([p for p in query.recentProgress if p.numInputRows]) > 1
+    columns = ["transaction_id", "prior_payments_10m", "prior_declines_10m", "prior_payments_1h"]
+    streamed = {tuple(r) for r in spark.table("velocity_test").select(*columns).collect()}
+    expected = {tuple(r) for r in with_velocity(history_df).select(*columns).collect()}
+    assert streamed == expected

@@ -1,6 +1,8 @@
 """Query ``model_scoring``: every valid payment through the newest registered outlier model.
 
-Reads the transactions topic (the same parse and checks as ``ingest``), joins each payment
+Reads the transactions topic (the same parse and checks as ``ingest``), counts each
+customer's payments and declines just before each payment (``udfs.velocity``, a stateful
+operator per customer holding their last hour of payments), joins each payment
 to its customer's profile (``customer_profiles``, at the Delta version the model was
 trained with, cached) and scores it with the model's ``pyspark.ml`` pipeline
 (``txwatch.model``). Payments above the model's threshold go to the alert sink as
@@ -31,6 +33,7 @@ from txwatch.queries.base import ALERTS_POOL, QuerySpec, RunContext
 from udfs.model_alerts import model_outlier_alerts
 from udfs.model_features import as_seen
 from udfs.records import parse_transactions, to_bronze_transactions
+from udfs.velocity import velocity_stream
 
 NAME = "model_scoring"
 
@@ -115,17 +118,27 @@ class ModelScorer:
 
 def batch_writer(scorer: ModelScorer, sink: AlertSink) -> Callable[[DataFrame, int], None]:
     def write_scoring_batch(payments_df: DataFrame, batch_id: int) -> None:
-        alerts_df = scorer.alerts(payments_df)
-        if alerts_df is not None:
-            sink.publish(alerts_df)
+        # Run the whole batch once whatever happens next: the velocity operator's state
+        # commits only when every partition of the batch has been computed (Spark fails
+        # the batch otherwise), and scoring reads the cached rows.
+        payments_df = payments_df.persist()
+        try:
+            payments_df.count()
+            alerts_df = scorer.alerts(payments_df)
+            if alerts_df is not None:
+                sink.publish(alerts_df)
+        finally:
+            payments_df.unpersist()
 
     return write_scoring_batch
 
 
 def build(raw_transactions_df: DataFrame, conf: Conf, token_key: bytes) -> DataFrame:
-    """Raw Kafka rows of the transactions topic -> the valid payments (bronze columns)."""
-    return to_bronze_transactions(
-        parse_transactions(raw_transactions_df, token_key, conf.stream.max_future_skew)
+    """Raw Kafka rows of the transactions topic -> valid payments with their velocity."""
+    return velocity_stream(
+        to_bronze_transactions(
+            parse_transactions(raw_transactions_df, token_key, conf.stream.max_future_skew)
+        )
     )
 
 
