@@ -5,8 +5,8 @@ other payments (declined ones) with an event time in [t - 10 min, t], and
 ``prior_payments_1h`` the same over the hour. Training computes them over the history with
 window functions (``with_velocity``); the stream keeps each customer's last hour of
 payments in state (``VelocityCounter``, a ``transformWithStateInPandas`` processor keyed by
-``user_id``) and counts the same way, so a payment sees the same numbers in both as long as
-the earlier payments arrived before it.
+a bucket of customers) and counts the same way, so a payment sees the same numbers in both
+as long as the earlier payments arrived before it.
 """
 
 from __future__ import annotations
@@ -46,11 +46,8 @@ OUTPUT_SCHEMA = T.StructType(
     [T.StructField(name, data_type) for name, data_type in PAYMENT_COLUMNS]
     + [T.StructField(name, T.LongType()) for name in VELOCITY_COLUMNS]
 )
-# Per customer: the event times (epoch ms, sorted) of their last hour of payments, and
-# whether each was declined.
-STATE_SCHEMA = T.StructType(
-    [T.StructField("times_ms", T.BinaryType()), T.StructField("declined", T.BinaryType())]
-)
+# Per bucket of customers: their last hour of payments (see VelocityCounter).
+STATE_SCHEMA = T.StructType([T.StructField("payments", T.BinaryType())])
 
 
 def _is_declined() -> F.Column:
@@ -76,36 +73,51 @@ def with_velocity(payments_df: DataFrame) -> DataFrame:
     )
 
 
+# Customers share a stateful key: the operator's cost is mostly per key and micro-batch (one
+# call into Python and a state read and write over a socket each), about 2 ms, so a key per
+# customer cost 18.7 s for 200,000 payments of 8,500 customers in one micro-batch. A bucket
+# keeps the last hour of its customers' payments in one value.
+BUCKETS = 64
+# Composite sort key: customer code * 2**42 + event time in ms (2**42 ms is 139 years).
+_TIME_BITS = 42
+
+
 def count_prior(
-    old_ms: Any, old_declined: Any, new_ms: Any, new_declined: Any
-) -> tuple[dict[str, Any], Any, Any]:
-    """Velocity of each new payment (in ``new_ms`` order, sorted) against the kept ones and
-    the new ones before it; and the merged, pruned state (times, declined)."""
+    old_codes: Any, old_ms: Any, old_declined: Any, new_codes: Any, new_ms: Any, new_declined: Any
+) -> tuple[dict[str, Any], Any]:
+    """Velocity of each new payment against the kept ones and the new ones before it.
+
+    Payments are (customer code, event time ms, declined); the old ones sorted by code and
+    time, the new ones too. Returns the counts (in ``new`` order) and the order that sorts
+    old + new by (code, time), for the caller to keep.
+    """
     import numpy as np
 
-    counts: dict[str, Any] = {}
+    old_key = (old_codes.astype("int64") << _TIME_BITS) + old_ms
+    new_key = (new_codes.astype("int64") << _TIME_BITS) + new_ms
     old_cum = np.concatenate([[0], np.cumsum(old_declined)])
     new_cum = np.concatenate([[0], np.cumsum(new_declined)])
-    index = np.arange(len(new_ms))
+    index = np.arange(len(new_key))
+    counts: dict[str, Any] = {}
     for name, span_s in {**WINDOWS_S, "prior_declines_10m": DECLINES_WINDOW_S}.items():
-        since = new_ms - span_s * 1000
-        old_lo = np.searchsorted(old_ms, since, side="left")
-        old_hi = np.searchsorted(old_ms, new_ms, side="right")
-        new_lo = np.searchsorted(new_ms, since, side="left")
+        since = new_key - span_s * 1000
+        old_lo = np.searchsorted(old_key, since, side="left")
+        old_hi = np.searchsorted(old_key, new_key, side="right")
+        new_lo = np.searchsorted(new_key, since, side="left")
         if name == "prior_declines_10m":
             counts[name] = (old_cum[old_hi] - old_cum[old_lo]) + (new_cum[index] - new_cum[new_lo])
         else:
             counts[name] = (old_hi - old_lo) + (index - new_lo)
-    times = np.concatenate([old_ms, new_ms])
-    declined = np.concatenate([old_declined, new_declined])
-    order = np.argsort(times, kind="stable")
-    times, declined = times[order], declined[order]
-    keep = times >= times[-1] - KEEP_S * 1000
-    return counts, times[keep], declined[keep]
+    order = np.argsort(np.concatenate([old_key, new_key]), kind="stable")
+    return counts, order
 
 
 class VelocityCounter(StatefulProcessor):
-    """Counts each payment's prior payments and declines per customer (see module doc)."""
+    """Counts each payment's prior payments and declines per customer (see module doc).
+
+    Keyed by a bucket of customers; its state is one value per bucket: the bucket's
+    payments of the last hour (customer, event time, declined), as Arrow IPC bytes.
+    """
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         self.state = handle.getValueState("recent_payments", STATE_SCHEMA)
@@ -121,28 +133,76 @@ class VelocityCounter(StatefulProcessor):
 
         frames = list(rows)
         df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-        df = df.sort_values("event_time", kind="stable").reset_index(drop=True)
-        new_ms = df["event_time"].to_numpy(dtype="datetime64[ms]").astype("int64")
-        new_declined = df["status"].isin(DECLINED_STATUSES).to_numpy(dtype="int64")
+        df = df.drop(columns=["velocity_bucket"])
         stored = self.state.get() if self.state.exists() else None
-        if stored is not None:
-            old_ms = np.frombuffer(bytes(stored[0]), dtype="int64")
-            old_declined = np.frombuffer(bytes(stored[1]), dtype="int8").astype("int64")
-        else:
-            old_ms = np.empty(0, dtype="int64")
-            old_declined = np.empty(0, dtype="int64")
-        counts, times, declined = count_prior(old_ms, old_declined, new_ms, new_declined)
-        self.state.update((times.tobytes(), declined.astype("int8").tobytes()))
+        kept = _read_payments(stored[0]) if stored is not None else _no_payments()
+        users = pd.Index(pd.unique(np.concatenate([kept["user_id"], df["user_id"].to_numpy()])))
+        df["_code"] = users.get_indexer(df["user_id"])
+        df["_ms"] = df["event_time"].to_numpy(dtype="datetime64[ms]").astype("int64")
+        df = df.sort_values(["_code", "_ms"], kind="stable").reset_index(drop=True)
+        old_codes = users.get_indexer(kept["user_id"])
+        new_declined = df["status"].isin(DECLINED_STATUSES).to_numpy(dtype="int64")
+        counts, order = count_prior(
+            old_codes,
+            kept["time_ms"],
+            kept["declined"],
+            df["_code"].to_numpy(),
+            df["_ms"].to_numpy(),
+            new_declined,
+        )
+        times = np.concatenate([kept["time_ms"], df["_ms"].to_numpy()])[order]
+        declined = np.concatenate([kept["declined"], new_declined])[order]
+        user_ids = np.concatenate([kept["user_id"], df["user_id"].to_numpy()])[order]
+        recent = times >= times.max() - KEEP_S * 1000
+        self.state.update((_write_payments(user_ids[recent], times[recent], declined[recent]),))
         for name in VELOCITY_COLUMNS:
             df[name] = counts[name].astype("int64")
         yield df[[f.name for f in OUTPUT_SCHEMA.fields]]
 
 
+def _no_payments() -> dict[str, Any]:
+    import numpy as np
+
+    return {
+        "user_id": np.empty(0, dtype=object),
+        "time_ms": np.empty(0, dtype="int64"),
+        "declined": np.empty(0, dtype="int64"),
+    }
+
+
+def _read_payments(blob: Any) -> dict[str, Any]:
+    import pyarrow as pa
+
+    table = pa.ipc.open_stream(bytes(blob)).read_all()
+    return {
+        "user_id": table.column("user_id").to_numpy(zero_copy_only=False),
+        "time_ms": table.column("time_ms").to_numpy(),
+        "declined": table.column("declined").to_numpy().astype("int64"),
+    }
+
+
+def _write_payments(user_ids: Any, times_ms: Any, declined: Any) -> bytes:
+    import pyarrow as pa
+
+    table = pa.table(
+        {
+            "user_id": pa.array(user_ids, pa.string()),
+            "time_ms": pa.array(times_ms, pa.int64()),
+            "declined": pa.array(declined.astype("int8"), pa.int8()),
+        }
+    )
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
 def velocity_stream(payments_df: DataFrame) -> DataFrame:
     """Streaming payments with the velocity columns (a stateful operator per customer)."""
+    bucket = F.pmod(F.xxhash64("user_id"), F.lit(BUCKETS)).alias("velocity_bucket")
     return (
-        payments_df.select(*[name for name, _ in PAYMENT_COLUMNS])
-        .groupBy("user_id")
+        payments_df.select(*[name for name, _ in PAYMENT_COLUMNS], bucket)
+        .groupBy("velocity_bucket")
         .transformWithStateInPandas(
             statefulProcessor=VelocityCounter(),
             outputStructType=OUTPUT_SCHEMA,

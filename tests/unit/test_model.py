@@ -238,17 +238,27 @@ def test_velocity_state_matches_brute_force():
     import numpy as np
 
     rng = np.random.default_rng(5)
-    times = np.sort(rng.integers(0, 3 * 3600_000, 200))
-    declined = rng.integers(0, 2, 200)
-    old_ms, old_declined = times[:120], declined[:120]
-    counts, kept, _ = count_prior(old_ms, old_declined, times[120:], declined[120:])
-    for i, t in enumerate(times[120:], start=120):
-        before = (times[:i] >= t - 600_000) & (times[:i] <= t)
-        assert counts["prior_payments_10m"][i - 120] == before.sum()
-        assert counts["prior_declines_10m"][i - 120] == declined[:i][before].sum()
-        hour = (times[:i] >= t - 3600_000) & (times[:i] <= t)
-        assert counts["prior_payments_1h"][i - 120] == hour.sum()
-    assert kept.min() >= times.max() - 3600_000  # only the last hour is kept
+    codes = rng.integers(0, 4, 300)
+    times = rng.integers(0, 3 * 3600_000, 300)
+    declined = rng.integers(0, 2, 300)
+    old, new = np.arange(200), np.arange(200, 300)
+
+    def by_key(ix):
+        return ix[np.lexsort((times[ix], codes[ix]))]
+
+    old, new = by_key(old), by_key(new)
+    counts, _ = count_prior(
+        codes[old], times[old], declined[old], codes[new], times[new], declined[new]
+    )
+    for n, i in enumerate(new):
+        # kept payments of the customer, and new ones sorted before this one
+        earlier = np.concatenate([old, new[:n]])
+        same = earlier[codes[earlier] == codes[i]]
+        in_10m = same[(times[same] >= times[i] - 600_000) & (times[same] <= times[i])]
+        in_1h = same[(times[same] >= times[i] - 3600_000) & (times[same] <= times[i])]
+        assert counts["prior_payments_10m"][n] == len(in_10m)
+        assert counts["prior_declines_10m"][n] == declined[in_10m].sum()
+        assert counts["prior_payments_1h"][n] == len(in_1h)
 
 
 def test_stream_velocity_equals_training_velocity(spark, tmp_path):

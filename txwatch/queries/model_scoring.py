@@ -29,7 +29,7 @@ from txwatch import model, registry
 from txwatch.infra.alert_sink import AlertSink
 from txwatch.infra.config import Conf, duration_s
 from txwatch.queries import ingest
-from txwatch.queries.base import ALERTS_POOL, QuerySpec, RunContext
+from txwatch.queries.base import TABLES_POOL, QuerySpec, RunContext
 from udfs.model_alerts import model_outlier_alerts
 from udfs.model_features import as_seen
 from udfs.records import parse_transactions, to_bronze_transactions
@@ -151,7 +151,7 @@ def start(ctx: RunContext) -> StreamingQuery:
     )
     writer = payments_df.writeStream.foreachBatch(batch_writer(scorer, AlertSink(spark, conf)))
     writer = ctx.with_trigger(ctx.checkpoint(writer, NAME), conf.model.trigger_interval)
-    return ctx.start(writer, ALERTS_POOL)
+    return ctx.start(writer, TABLES_POOL)
 
 
 QUERY = QuerySpec(NAME, start)
