@@ -20,8 +20,9 @@ import argparse
 import itertools
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
+from jobs import utc_time
 from txwatch.infra.config import DEFAULT_CONF, load_conf
 from txwatch.infra.errors import UserError, run_entry_point
 from txwatch.infra.kafka_admin import ensure_topics
@@ -65,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--start",
+        type=utc_time,
         default=iso(d.start),
         help="simulated start time, ISO-8601 (default %(default)s)",
     )
@@ -146,15 +148,12 @@ def params_from_args(args: argparse.Namespace) -> SimulationParams:
             f"end at minute {last_end:g} and payments stop 10 minutes before the end): use "
             "--duration 60 or more, or --no-metric-incidents"
         )
-    start = datetime.fromisoformat(args.start.replace("Z", "+00:00"))
-    if start.tzinfo is None:
-        raise UserError("--start needs a time zone, e.g. 2026-01-05T07:00:00Z")
     return SimulationParams(
         seed=args.seed,
         users=args.users,
         duration_min=args.duration_min,
         max_transactions=args.count,
-        start=start.astimezone(UTC),
+        start=args.start,
         ping_interval_s=args.ping_interval_s,
         tx_per_hour=args.tx_per_hour,
         impossible_travel_rate=args.impossible_travel_rate,

@@ -17,21 +17,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import UTC, datetime
 
+from jobs import utc_time
 from txwatch.infra.config import DEFAULT_CONF, load_conf
 from txwatch.infra.errors import UserError, run_entry_point
 from txwatch.infra.session import create_session
-
-
-def parse_time(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone, e.g. {text}Z")
-    return value.astimezone(UTC)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,8 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--conf", default=DEFAULT_CONF, help="YAML config (default %(default)s)")
-    parser.add_argument("--since", type=parse_time, help="first event time (ISO-8601, with zone)")
-    parser.add_argument("--until", type=parse_time, help="end of the window (exclusive)")
+    parser.add_argument("--since", type=utc_time, help="first event time (ISO-8601, with zone)")
+    parser.add_argument("--until", type=utc_time, help="end of the window (exclusive)")
     return parser.parse_args(argv)
 
 

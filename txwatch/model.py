@@ -13,9 +13,9 @@ The ``pyspark.ml`` pipeline, saved and registered as one model:
 The outlier score of a payment is its distance to the nearest cluster centre in
 standardized units; the threshold is the ``model.threshold_quantile`` quantile of the
 training payments' scores (each judged against its customer's *other* payments), so about
-``1 - quantile`` of payments like the training ones are flagged. Each feature's share of
-the squared distance is kept (``*_contribution``); the reason names the features whose
-standardized values stand out most in the unusual direction.
+``1 - quantile`` of payments like the training ones are flagged. The reason names the
+features whose standardized values stand out most in the unusual direction (the distance
+also counts a payment *more* usual than its centre).
 """
 
 from __future__ import annotations
@@ -107,25 +107,16 @@ def _centers(model: PipelineModel) -> list[list[float]]:
     return [[float(x) for x in c] for c in kmeans.clusterCenters()]
 
 
-def contribution(name: str) -> str:
-    return f"{name}_contribution"
-
-
 def score(model: PipelineModel, seen_df: DataFrame) -> DataFrame:
-    """``seen_df`` with the features, each one's ``*_contribution`` and ``outlier_score``.
-
-    A contribution is the feature's squared standardized distance from the nearest centre;
-    the score is the root of their sum.
-    """
+    """``seen_df`` with the features and ``outlier_score``: the distance (standardized units)
+    to the nearest cluster centre."""
     centers = _centers(model)
-    df = model.transform(seen_df)
-    parts: dict[str, Column] = {}
-    for i, name in enumerate(FEATURES):
-        center = F.array(*[F.lit(c[i]) for c in centers])[F.col(CLUSTER)]
-        parts[contribution(name)] = (F.col(scaled(name)) - center) ** 2
-    df = df.withColumns(parts)
-    total = sum((F.col(c) for c in parts), F.lit(0.0))
-    return df.withColumn("outlier_score", F.sqrt(total))
+    squares = [
+        (F.col(scaled(name)) - F.array(*[F.lit(c[i]) for c in centers])[F.col(CLUSTER)]) ** 2
+        for i, name in enumerate(FEATURES)
+    ]
+    total = sum(squares, F.lit(0.0))
+    return model.transform(seen_df).withColumn("outlier_score", F.sqrt(total))
 
 
 def calibrate_threshold(scores_df: DataFrame, quantile: float) -> float:

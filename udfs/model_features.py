@@ -1,8 +1,8 @@
 """Features of a payment against its customer's own habits, for the outlier model.
 
 A customer's habits are a profile of sums over their past payments (``customer_profiles``):
-count, sums of log amounts and their squares, of the hour of day as a point on a circle,
-of positions, and counts per merchant category and per device. What a payment is compared
+count, sums of log amounts and their squares, and counts per merchant category, per place
+cell and per device. What a payment is compared
 with is that profile, *as seen by the payment*:
 
 - in training, each past payment is compared with the profile of the customer's other
@@ -16,8 +16,6 @@ with one statement. Every feature is a native Spark expression.
 """
 
 from __future__ import annotations
-
-import math
 
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
@@ -41,26 +39,10 @@ FEATURES = (
     "declines_10m",
     "payments_1h",
 )
-FEATURE_LABELS = {
-    "amount_z": "amount",
-    "amount_category_z": "amount for the category",
-    "category_novelty": "merchant category",
-    "distance_log_km": "place",
-    "new_device": "device",
-    "declined": "status",
-    "payments_10m": "payments in the 10 minutes before",
-    "declines_10m": "declines in the 10 minutes before",
-    "payments_1h": "payments in the hour before",
-}
+# A customer who always pays the same amount still varies by about a third in log amount:
+# standard deviations of ln(1 + amount) are taken as at least this.
+MIN_LOG_AMOUNT_SD = 0.3
 
-# Profile columns (sums over a customer's payments), all prefixed ``p_``.
-PROFILE_SUMS = (
-    "p_n",
-    "p_sum_log_amount",
-    "p_sumsq_log_amount",
-    "p_sum_hour_sin",
-    "p_sum_hour_cos",
-)
 # Places are counted per cell of this many degrees (about 11 km north-south): a payment's
 # distance from the customer's usual places is the distance to the nearest cell they used.
 PLACE_CELL_DEG = 0.1
@@ -70,25 +52,16 @@ def _log_amount(amount: Column) -> Column:
     return F.log1p(F.greatest(amount, F.lit(0.0)))
 
 
-def _hour_angle(event_time: Column) -> Column:
-    """The time of day as an angle: 00:00 and 23:59 are neighbours."""
-    seconds = F.hour(event_time) * 3600 + F.minute(event_time) * 60 + F.second(event_time)
-    return seconds / 86400.0 * 2.0 * math.pi
-
-
 def customer_profiles(transactions_df: DataFrame) -> DataFrame:
     """One row per ``user_id``: the sums of its payments, categories and devices counted.
 
     ``transactions_df``: valid transactions (bronze columns).
     """
     log_amount = _log_amount(F.col("amount"))
-    angle = _hour_angle(F.col("event_time"))
     per_user = transactions_df.groupBy("user_id").agg(
         F.count("*").alias("p_n"),
         F.sum(log_amount).alias("p_sum_log_amount"),
         F.sum(log_amount * log_amount).alias("p_sumsq_log_amount"),
-        F.sum(F.sin(angle)).alias("p_sum_hour_sin"),
-        F.sum(F.cos(angle)).alias("p_sum_hour_cos"),
         F.max("event_time").alias("p_last_event_time"),
     )
     categories = (
@@ -152,8 +125,6 @@ def _seen(
     n: Column,
     sum_log: Column,
     sumsq_log: Column,
-    sum_sin: Column,
-    sum_cos: Column,
     place_km: Column,
     category_count: Column,
     device_count: Column,
@@ -166,7 +137,6 @@ def _seen(
             "usual_n": n,
             "usual_log_amount": mean,
             "usual_log_amount_sd": F.sqrt(variance),
-            "usual_hour_angle": F.atan2(sum_sin, sum_cos),
             "distance_from_usual_km": place_km,
             "usual_category_count": F.coalesce(category_count, F.lit(0)),
             "usual_device_count": F.coalesce(device_count, F.lit(0)),
@@ -182,8 +152,6 @@ def as_seen(transactions_df: DataFrame, profiles_df: DataFrame) -> DataFrame:
         F.col("p_n"),
         F.col("p_sum_log_amount"),
         F.col("p_sumsq_log_amount"),
-        F.col("p_sum_hour_sin"),
-        F.col("p_sum_hour_cos"),
         _nearest_place_km(F.col("p_places"), 0),
         F.col("p_categories")[F.col("merchant_category")],
         F.col("p_devices")[F.col("device_id")],
@@ -194,14 +162,11 @@ def leave_one_out(transactions_df: DataFrame, profiles_df: DataFrame) -> DataFra
     """Past payments, each with the profile of its customer's *other* payments."""
     df = transactions_df.join(profiles_df, "user_id")
     log_amount = _log_amount(F.col("amount"))
-    angle = _hour_angle(F.col("event_time"))
     return _seen(
         df,
         F.col("p_n") - 1,
         F.col("p_sum_log_amount") - log_amount,
         F.col("p_sumsq_log_amount") - log_amount * log_amount,
-        F.col("p_sum_hour_sin") - F.sin(angle),
-        F.col("p_sum_hour_cos") - F.cos(angle),
         _nearest_place_km(F.col("p_places"), 1),
         F.col("p_categories")[F.col("merchant_category")] - 1,
         F.col("p_devices")[F.col("device_id")] - 1,
@@ -211,12 +176,11 @@ def leave_one_out(transactions_df: DataFrame, profiles_df: DataFrame) -> DataFra
 # The features from a payment, its ``usual_*`` columns and its velocity (``prior_*``, from
 # ``udfs.velocity``). ``distance_from_usual_km`` is to the nearest place cell the customer
 # paid in; ``amount_category_z`` comes from the next stage (``category_amount_sql``, fitted
-# on the training payments). Standard deviations are floored (0.3 in log amount: a
-# customer who always pays the same still varies by about a third).
+# on the training payments). Standard deviations are floored at MIN_LOG_AMOUNT_SD.
 FEATURES_SQL = f"""
 SELECT *,
   (log1p(greatest(amount, 0D)) - usual_log_amount)
-    / greatest(usual_log_amount_sd, 0.3D) AS amount_z,
+    / greatest(usual_log_amount_sd, {MIN_LOG_AMOUNT_SD!r}D) AS amount_z,
   1D - usual_category_count / usual_n AS category_novelty,
   log1p(distance_from_usual_km) AS distance_log_km,
   CASE WHEN usual_device_count = 0 THEN 1D ELSE 0D END AS new_device,
@@ -235,8 +199,9 @@ def category_amount_sql(stats: dict[str, tuple[float, float]]) -> str:
     ``stats``: category -> (mean, standard deviation) of ``ln(1 + amount)`` over all
     customers' training payments; a category not seen in training scores 0.
     """
+    log_amount = "log1p(greatest(amount, 0D))"
     cases = " ".join(
-        f"WHEN '{category}' THEN (log1p(greatest(amount, 0D)) - {mean!r}D) / {max(sd, 0.3)!r}D"
+        f"WHEN '{category}' THEN ({log_amount} - {mean!r}D) / {max(sd, MIN_LOG_AMOUNT_SD)!r}D"
         for category, (mean, sd) in sorted(stats.items())
         if "'" not in category
     )

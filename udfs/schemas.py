@@ -163,8 +163,6 @@ CUSTOMER_PROFILES = _schema(
     ("p_n", LONG),  # payments
     ("p_sum_log_amount", DOUBLE),  # of ln(1 + amount)
     ("p_sumsq_log_amount", DOUBLE),
-    ("p_sum_hour_sin", DOUBLE),  # of the time of day as an angle
-    ("p_sum_hour_cos", DOUBLE),
     ("p_last_event_time", TIMESTAMP),
     ("p_categories", _COUNTS),  # payments per merchant category
     ("p_places", _COUNTS),  # payments per place cell, "lat:lon" of its centre

@@ -198,7 +198,8 @@ def _write_payments(user_ids: Any, times_ms: Any, declined: Any) -> bytes:
 
 
 def velocity_stream(payments_df: DataFrame) -> DataFrame:
-    """Streaming payments with the velocity columns (a stateful operator per customer)."""
+    """Streaming payments with the velocity columns (a stateful operator per bucket of
+    customers, ``BUCKETS``)."""
     bucket = F.pmod(F.xxhash64("user_id"), F.lit(BUCKETS)).alias("velocity_bucket")
     return (
         payments_df.select(*[name for name, _ in PAYMENT_COLUMNS], bucket)
