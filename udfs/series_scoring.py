@@ -232,15 +232,20 @@ class SeriesDetector(StatefulProcessor):
         row = self.memory_state.get() if self.memory_state.exists() else None
         return SeriesMemory.new() if row is None else SeriesMemory.from_row(row)
 
-    def _set_timer(self, expiry_ms: int) -> None:
+    def _delete_timers(self, fired_ms: int | None) -> None:
+        """Delete the series' timers; ``fired_ms``, the one being handled, is gone already
+        (Spark still lists it, and logs a warning for deleting it)."""
         for expiry in list(self.handle.listTimers()):
-            self.handle.deleteTimer(expiry)
+            if expiry != fired_ms:
+                self.handle.deleteTimer(expiry)
+
+    def _set_timer(self, expiry_ms: int, fired_ms: int | None = None) -> None:
+        self._delete_timers(fired_ms)
         self.handle.registerTimer(expiry_ms)
 
-    def _forget(self) -> None:
+    def _forget(self, fired_ms: int | None = None) -> None:
         self.memory_state.clear()
-        for expiry in list(self.handle.listTimers()):
-            self.handle.deleteTimer(expiry)
+        self._delete_timers(fired_ms)
 
     def handleInputRows(  # noqa: N802 (Spark's API names)
         self,
@@ -279,8 +284,9 @@ class SeriesDetector(StatefulProcessor):
     ) -> Iterator[Any]:
         if not self.memory_state.exists():
             return
+        fired_ms = expiredTimerInfo.getExpiryTimeInMs()
         if self.fill_step_ms is None:
-            self._forget()  # no point arrived for expiry_ms
+            self._forget(fired_ms)  # no point arrived for expiry_ms
             return
         memory = self._load()
         watermark_ms = timerValues.getCurrentWatermarkInMs()
@@ -289,10 +295,10 @@ class SeriesDetector(StatefulProcessor):
         until_ms = min(watermark_ms - self.fill_step_ms + 1, memory.last_event_ms + self.expiry_ms)
         scored = fill_zeros_until(memory, until_ms, self.fill_step_ms, self.cfg)
         if memory.last_time_ms - memory.last_event_ms >= self.expiry_ms - self.fill_step_ms:
-            self._forget()  # zeros for expiry_ms: it starts afresh if it comes back
+            self._forget(fired_ms)  # zeros for expiry_ms: it starts afresh if it comes back
         else:
             self.memory_state.update(memory.to_row())
-            self._set_timer(memory.last_time_ms + 2 * self.fill_step_ms)
+            self._set_timer(memory.last_time_ms + 2 * self.fill_step_ms, fired_ms)
         if scored:
             yield _frame(key[0], scored)
 
