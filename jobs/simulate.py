@@ -89,6 +89,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
     parser.add_argument(
+        "--fraud-rings",
+        type=int,
+        default=d.fraud_rings,
+        help="rings of accounts sharing devices and shops in the period (default %(default)s)",
+    )
+    parser.add_argument(
+        "--known-frauds",
+        type=int,
+        default=d.known_frauds,
+        help="takeovers in the history whose device and shops the period repeats "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--pattern-repeats-per-hour",
+        type=float,
+        default=d.pattern_repeats_per_hour,
+        help="repeats of a known fraud on other accounts per hour (default %(default)s)",
+    )
+    parser.add_argument(
         "--history",
         dest="history_min",
         type=parse_duration_min,
@@ -164,6 +183,9 @@ def params_from_args(args: argparse.Namespace) -> SimulationParams:
         amount_outlier_rate=args.amount_outlier_rate,
         card_testing_per_hour=args.card_testing_per_hour,
         account_takeover_per_hour=args.account_takeover_per_hour,
+        fraud_rings=args.fraud_rings,
+        known_frauds=args.known_frauds,
+        pattern_repeats_per_hour=args.pattern_repeats_per_hour,
         history_min=args.history_min,
         metric_incidents=incidents,
     )

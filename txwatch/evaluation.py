@@ -161,6 +161,25 @@ def card_number_hits(df: DataFrame) -> int:
     return df.filter(has_card_number).count()
 
 
+def print_rings(spark: SparkSession, conf: Conf, shown: int = 5) -> None:
+    """The rings of the newest similarity run (``account_clusters``), largest first."""
+    if not table_exists(spark, conf, tables.ACCOUNT_CLUSTERS):
+        print("\nNo account_clusters table: ./spark-submit.sh similarity finds fraud rings.")
+        return
+    clusters_df = read_table(spark, conf, tables.ACCOUNT_CLUSTERS)
+    rings = clusters_df.filter(F.col("is_ring")).orderBy(F.desc("size")).collect()
+    total = clusters_df.count()
+    print(
+        f"\nFraud rings (newest similarity run): {len(rings)} of {total} clusters of "
+        "similar accounts"
+    )
+    for ring in rings[:shown]:
+        print(
+            f"  {ring.cluster_id}: {ring.size} accounts, mean Jaccard {ring.mean_jaccard:.2f}: "
+            f"{', '.join(ring.members)}\n    share {', '.join(ring.shared_tokens[:6])}"
+        )
+
+
 def summarize(spark: SparkSession, conf: Conf, min_precision: float, min_recall: float) -> bool:
     """Print the run's summary; return whether it meets the quality bar."""
     ok = True
@@ -224,6 +243,8 @@ def summarize(spark: SparkSession, conf: Conf, min_precision: float, min_recall:
         print("Quarantined records by reason:")
         for row in reasons:
             print(f"  {row.reason:<36} {row['count']:>8,}")
+
+    print_rings(spark, conf)
 
     if table_exists(spark, conf, tables.GROUND_TRUTH):
         truth_df = read_table(spark, conf, tables.GROUND_TRUTH)

@@ -7,6 +7,9 @@ For every alert type and the scenarios it is meant to catch (``TARGETS``):
   (``detected_at`` minus the bronze ``kafka_timestamp``);
 - metric incidents: how many incidents, how many alerted within 5 minutes of the start,
   and the median delay from the start to the first alert, in event time;
+- fraud rings (the similarity job): how many ring accounts, how many are members of a
+  ring in ``account_clusters`` (recall), and the share of ring members that are ring
+  accounts (precision): counted in accounts, not payments;
 - per alert type: its precision (alerts on an injected fraud or inside an incident, over
   all its alerts) and, for transaction alerts, the share of ordinary payments it flagged.
 
@@ -31,19 +34,36 @@ from pyspark.sql import DataFrame, SparkSession
 from txwatch.evaluation import metric_incident_results
 from txwatch.infra import tables
 from txwatch.infra.config import Conf
-from txwatch.simulator import METRIC_SCENARIOS, MODEL_SCENARIOS
+from txwatch.lake import table_exists
+from txwatch.simulator import (
+    KNOWN_FRAUD_SCENARIO,
+    METRIC_SCENARIOS,
+    MODEL_SCENARIOS,
+    PATTERN_REPEAT_SCENARIO,
+    RING_SCENARIO,
+)
 from udfs import schemas
+from udfs.fraud_patterns import ALERT_TYPE_SIMILAR_TO_FRAUD
 from udfs.model_alerts import ALERT_TYPE as MODEL_OUTLIER
+from udfs.similarity import ALERT_TYPE_FRAUD_RING
 from udfs.travel import ALERT_TYPE_IMPOSSIBLE_TRAVEL
 
 # Injected fraud, labelled per payment.
-FRAUD_SCENARIOS = ("impossible_travel", *MODEL_SCENARIOS)
+FRAUD_SCENARIOS = (
+    "impossible_travel",
+    *MODEL_SCENARIOS,
+    RING_SCENARIO,
+    KNOWN_FRAUD_SCENARIO,
+    PATTERN_REPEAT_SCENARIO,
+)
 # Payments with nothing wrong (as far as fraud goes): what no fraud alert should flag.
 ORDINARY_SCENARIOS = ("legit", "no_location", "out_of_order", "late", *METRIC_SCENARIOS)
 TARGETS = {
     ALERT_TYPE_IMPOSSIBLE_TRAVEL: ("impossible_travel",),
     MODEL_OUTLIER: MODEL_SCENARIOS,
     "metric alerts": tuple(METRIC_SCENARIOS),
+    ALERT_TYPE_SIMILAR_TO_FRAUD: (PATTERN_REPEAT_SCENARIO,),
+    ALERT_TYPE_FRAUD_RING: (RING_SCENARIO,),
 }
 ANY = "(all alerts)"
 
@@ -147,6 +167,44 @@ def metric_rows(alerts_df: DataFrame, truth_df: DataFrame) -> list[QualityRow]:
         )
     )
     return rows
+
+
+def ring_rows(
+    spark: SparkSession, conf: Conf, alerts_df: DataFrame, truth_df: DataFrame
+) -> list[QualityRow]:
+    """Ring accounts found by the newest similarity run (accounts, not payments)."""
+    labelled = {
+        r.user_id
+        for r in truth_df.filter(F.col("scenario") == RING_SCENARIO)
+        .select("user_id")
+        .distinct()
+        .collect()
+    }
+    if not table_exists(spark, conf, tables.ACCOUNT_CLUSTERS):
+        return []
+    flagged = {
+        r.account_id
+        for r in spark.read.format("delta")
+        .load(conf.table_path(tables.ACCOUNT_CLUSTERS))
+        .filter(F.col("is_ring"))
+        .select(F.explode("members").alias("account_id"))
+        .collect()
+    }
+    alerts = alerts_df.filter(F.col("alert_type") == ALERT_TYPE_FRAUD_RING).count()
+    found = len(labelled & flagged)
+    return [
+        QualityRow(
+            ALERT_TYPE_FRAUD_RING,
+            RING_SCENARIO,
+            len(labelled),
+            found,
+            _ratio(found, len(labelled)),
+            None,
+        ),
+        QualityRow(
+            ALERT_TYPE_FRAUD_RING, ANY, None, None, None, None, alerts, _ratio(found, len(flagged))
+        ),
+    ]
 
 
 def code_version() -> str:
@@ -261,7 +319,9 @@ def evaluate(
     bronze_df = spark.read.format("delta").load(conf.table_path(tables.BRONZE_TRANSACTIONS))
     rows = transaction_rows(alerts_df, truth_df, bronze_df, ALERT_TYPE_IMPOSSIBLE_TRAVEL)
     rows += transaction_rows(alerts_df, truth_df, bronze_df, MODEL_OUTLIER)
+    rows += transaction_rows(alerts_df, truth_df, bronze_df, ALERT_TYPE_SIMILAR_TO_FRAUD)
     rows += metric_rows(alerts_df, truth_df)
+    rows += ring_rows(spark, conf, alerts_df, truth_df)
     scores = model_scores(spark, conf, truth_df, bronze_df)
     if scores is not None:
         rows = [
@@ -295,7 +355,8 @@ def print_rows(rows: list[QualityRow], scores: ModelScores | None) -> None:
     print(
         "  (delay: alert detected_at minus the payment's Kafka timestamp; metric incidents: "
         "first alert minus the incident's start, in event time. ordinary: share of the "
-        "payments without fraud that the alert type flagged)"
+        "payments without fraud that the alert type flagged. fraud_ring: counted in "
+        "accounts)"
     )
     if scores is not None:
         print(

@@ -145,6 +145,14 @@ class SimulationParams:
     amount_outlier_rate: float = 0.005
     card_testing_per_hour: float = 5.0
     account_takeover_per_hour: float = 6.0
+    # Rings of accounts that share devices, shops and places (the similarity job's
+    # scenario), in the period.
+    fraud_rings: int = 1
+    # Known fraud: takeovers in the history (labelled known_fraud, the patterns the stream
+    # compares with), and repeats of them on other accounts per hour of the period (the
+    # same fraudster's device and shops; labelled known_pattern).
+    known_frauds: int = 2
+    pattern_repeats_per_hour: float = 3.0
     # Publication delays. Out-of-order records stay inside the job's watermark; late ones
     # come after it (the default watermarks are 2 minutes, the join range 3 minutes before).
     out_of_order_delay_s: tuple[float, float] = (5.0, 90.0)
@@ -182,6 +190,19 @@ CARD_TEST_ATTEMPTS = (6, 12)
 CARD_TEST_STATUSES = {"denied": 0.5, "failed": 0.2, "approved": 0.3}
 # Account takeover: this many purchases from the new device, minutes apart.
 TAKEOVER_PURCHASES = (2, 4)
+
+# A fraud ring: this many accounts (new ones, without phones), paying this many times each
+# during the period, at the ring's few shops of one city, from the ring's shared devices.
+RING_ACCOUNTS = (4, 7)
+RING_PAYMENTS = (4, 8)
+RING_MERCHANTS = 4
+RING_DEVICES = 2
+RING_SCENARIO = "fraud_ring"
+# A known fraud pattern: a fraudster's device buying at a few shops of a far city.
+KNOWN_FRAUD_SCENARIO = "known_fraud"
+PATTERN_REPEAT_SCENARIO = "known_pattern"
+PATTERN_SHOPS = 3
+PATTERN_PURCHASES = (2, 4)
 
 # Scenario -> the status it is about.
 METRIC_SCENARIOS = {
@@ -245,6 +266,12 @@ class User:
 
 
 @dataclass(frozen=True)
+class FraudPattern:
+    device_id: str
+    merchants: list[Merchant]
+
+
+@dataclass(frozen=True)
 class Record:
     topic: str
     key: bytes
@@ -303,6 +330,7 @@ class Simulator:
         self.topics = conf.kafka.topics
         self.rng = random.Random(params.seed)
         self.truth: list[TruthRow] = []
+        self.patterns: list[FraudPattern] = []
         self.counts: Counter[str] = Counter()
         self.city_merchants = [self._make_merchants(i) for i in range(len(CITIES))]
         self.users = [self._make_user(i) for i in range(params.users)]
@@ -486,12 +514,18 @@ class Simulator:
         for kind, per_hour in (
             ("card_testing", p.card_testing_per_hour),
             ("account_takeover", p.account_takeover_per_hour),
+            ("known_pattern", p.pattern_repeats_per_hour if self.patterns else 0.0),
         ):
             attacks = self._poisson(per_hour * last_tx_min / 60.0) if per_hour > 0 else 0
             for _ in range(attacks):
                 events.append((rng.uniform(0, last_tx_s), seq, rng.choice(located), kind))
                 seq += 1
+        for ring in range(p.fraud_rings):
+            for at, record in self._ring(ring, last_tx_s):
+                seq += 1
+                pending.append((at, seq, record))
         heapq.heapify(events)
+        heapq.heapify(pending)
         transactions = 0
         while events:
             t, _, i, kind = heapq.heappop(events)
@@ -509,8 +543,12 @@ class Simulator:
                 continue
             if t >= last_tx_s or (p.max_transactions and transactions >= p.max_transactions):
                 continue
-            if kind in ("card_testing", "account_takeover"):
-                attack = self._card_test if kind == "card_testing" else self._takeover
+            if kind in ("card_testing", "account_takeover", "known_pattern"):
+                attack = {
+                    "card_testing": self._card_test,
+                    "account_takeover": self._takeover,
+                    "known_pattern": self._repeat_pattern,
+                }[kind]
                 for at, record in attack(user, t):
                     seq += 1
                     heapq.heappush(pending, (at, seq, record))
@@ -589,6 +627,84 @@ class Simulator:
             )
             t += rng.uniform(60, 600)
 
+    def _ring(self, ring: int, last_tx_s: float) -> Iterator[tuple[float, Record]]:
+        """New accounts run by one ring: the same few shops and devices, no phones."""
+        rng = self.rng
+        city = rng.randrange(len(CITIES))
+        merchants = rng.sample(self.city_merchants[city], RING_MERCHANTS)
+        devices = [self._new_device() for _ in range(RING_DEVICES)]
+        size = rng.randint(*RING_ACCOUNTS)
+        for k in range(size):
+            user = User(
+                user_id=f"u-{self.p.users + ring * RING_ACCOUNTS[1] + k:06d}",
+                name=f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}",
+                cards=[luhn_card_number(rng)],
+                device_id=devices[k % RING_DEVICES],
+                city=city,
+                home=(merchants[0].lat, merchants[0].lon),
+                work=(merchants[0].lat, merchants[0].lon),
+                merchants=merchants,
+                active_hours=(0, 24),
+                tx_per_hour=0.0,
+                has_location=False,
+            )
+            payments = rng.randint(*RING_PAYMENTS)
+            for t in sorted(rng.uniform(0, last_tx_s) for _ in range(payments)):
+                merchant = rng.choice(merchants)
+                tx = self._transaction(user, t, merchant, (merchant.lat, merchant.lon))
+                tx["device_id"] = rng.choice(devices)
+                detail = f"account {k + 1} of {size} of ring {ring}: shared devices and shops"
+                self._label(tx, user, RING_SCENARIO, detail, t)
+                yield (
+                    t,
+                    Record(
+                        self.topics.transactions, user.user_id.encode(), json.dumps(tx).encode()
+                    ),
+                )
+
+    def _pattern_purchases(
+        self, user: User, t: float, pattern: FraudPattern, scenario: str, what: str
+    ) -> Iterator[tuple[float, Record]]:
+        rng = self.rng
+        purchases = rng.randint(*PATTERN_PURCHASES)
+        for n in range(purchases):
+            merchant = rng.choice(pattern.merchants)
+            tx = self._transaction(user, t, merchant, (merchant.lat, merchant.lon))
+            tx.update(device_id=pattern.device_id, channel="mobile_wallet")
+            detail = f"purchase {n + 1} of {purchases}: {what} {pattern.device_id}"
+            self._label(tx, user, scenario, detail, t)
+            yield (
+                t,
+                Record(self.topics.transactions, user.user_id.encode(), json.dumps(tx).encode()),
+            )
+            t += rng.uniform(60, 300)
+
+    def _known_frauds(self, history_s: float) -> list[tuple[float, Record]]:
+        """Takeovers early in the history: the fraud patterns the period repeats."""
+        rng = self.rng
+        records: list[tuple[float, Record]] = []
+        latest = -HISTORY_QUIET_S - 1800.0
+        if self.p.known_frauds <= 0 or history_s <= -latest:
+            return records
+        for _ in range(self.p.known_frauds):
+            user = rng.choice(self.users)
+            home = CITIES[user.city][1:3]
+            far = [i for i, c in enumerate(CITIES) if haversine_m_py(*home, c[1], c[2]) > 300_000]
+            pattern = FraudPattern(
+                self._new_device(), rng.sample(self.city_merchants[rng.choice(far)], PATTERN_SHOPS)
+            )
+            self.patterns.append(pattern)
+            t = rng.uniform(-history_s, latest)
+            what = "a takeover from the fraudster's device"
+            records += self._pattern_purchases(user, t, pattern, KNOWN_FRAUD_SCENARIO, what)
+        return records
+
+    def _repeat_pattern(self, user: User, t: float) -> Iterator[tuple[float, Record]]:
+        """A known fraud again, on another account: the same device and shops."""
+        pattern = self.rng.choice(self.patterns)
+        what = "a known fraud repeated from device"
+        yield from self._pattern_purchases(user, t, pattern, PATTERN_REPEAT_SCENARIO, what)
+
     # -- metric scenarios ---------------------------------------------------------
 
     def _history_records(self) -> Iterator[tuple[float, Record]]:
@@ -598,10 +714,14 @@ class Simulator:
         ``impossible_travel_rate``, far away and with the fraud's amounts), so the
         per-minute amounts have the same distribution before and during the period.
         """
-        p, rng = self.p, self.rng
-        history_s = p.history_min * 60.0
+        history_s = self.p.history_min * 60.0
         if history_s <= 0:
             return
+        frauds = self._known_frauds(history_s)
+        yield from heapq.merge(self._history_payments(history_s), frauds, key=lambda r: r[0])
+
+    def _history_payments(self, history_s: float) -> Iterator[tuple[float, Record]]:
+        p, rng = self.p, self.rng
         events = [
             (-history_s + rng.expovariate(u.tx_per_hour / 3600.0), i, False)
             for i, u in enumerate(self.users)

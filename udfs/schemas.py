@@ -186,3 +186,50 @@ EVALUATION = _schema(
     ("ordinary_flagged_share", DOUBLE),  # payments without fraud flagged by the type
     ("pr_auc", DOUBLE),  # the model's raw score (model_outlier only)
 )
+
+# `./spark-submit.sh similarity` (txwatch/similarity.py), each replaced by every run. Pairs
+# of accounts whose behaviour sets (udfs/similarity.py) are alike, once each (a < b):
+SIMILAR_ACCOUNTS = _schema(
+    ("account_a", STRING),
+    ("account_b", STRING),
+    ("estimated_jaccard", DOUBLE),  # the MinHash estimate that made them a candidate pair
+    ("exact_jaccard", DOUBLE),  # of the two token sets, computed exactly
+    ("shared_tokens", T.ArrayType(STRING)),
+    ("window_start", TIMESTAMP),  # the payments' event-time window
+    ("window_end", TIMESTAMP),
+    ("computed_at", TIMESTAMP),
+)
+# Connected components of similar accounts (two or more accounts each).
+ACCOUNT_CLUSTERS = _schema(
+    ("cluster_id", STRING),  # stable: derived from the sorted members
+    ("size", INT),
+    ("members", T.ArrayType(STRING)),
+    # Tokens held by at least half of the members (and two), most shared first.
+    ("shared_tokens", T.ArrayType(STRING)),
+    ("pairs", LONG),  # similar pairs inside the cluster
+    ("mean_jaccard", DOUBLE),  # exact, over those pairs
+    ("is_ring", BOOLEAN),  # size >= similarity.min_ring_size: raised as a fraud_ring alert
+    ("last_event_time", TIMESTAMP),  # the members' newest payment
+    ("window_start", TIMESTAMP),
+    ("window_end", TIMESTAMP),
+    ("computed_at", TIMESTAMP),
+)
+# Known fraud as token sets, which the stream compares each account's recent activity with
+# (udfs/fraud_patterns.py): a labelled incident's tokens less the account's own, or what a
+# ring's accounts share. Replaced by every similarity run.
+FRAUD_PATTERNS = _schema(
+    ("pattern_id", STRING),
+    ("source", STRING),  # e.g. "label known_fraud: u-000123", "ring 3f2a..."
+    ("tokens", T.ArrayType(STRING)),
+    ("payments", LONG),
+    ("first_event_time", TIMESTAMP),
+    ("last_event_time", TIMESTAMP),
+    ("computed_at", TIMESTAMP),
+)
+# Tokens held by more than similarity.max_accounts_per_token accounts: left out of every
+# comparison (batch and stream).
+COMMON_TOKENS = _schema(
+    ("token", STRING),
+    ("accounts", LONG),
+    ("computed_at", TIMESTAMP),
+)

@@ -17,6 +17,7 @@ from typing import Any, cast
 import yaml
 
 from txwatch.infra.errors import UserError
+from udfs.similarity import BehaviourTokens, SimilarityParams
 from udfs.travel import ImpossibleTravelRule, TravelJoin
 
 DEFAULT_CONF = "conf/local.yaml"
@@ -91,6 +92,43 @@ class ModelConf:
 
 
 @dataclass(frozen=True)
+class SimilarityConf:
+    """Account similarity (``jobs/similarity.py``); see ``similarity`` in conf/base.yaml."""
+
+    window: str
+    cell_precision: int
+    hour_bucket_hours: int
+    max_accounts_per_token: int
+    min_tokens: int
+    num_hashes: int
+    min_jaccard: float
+    min_ring_size: int
+    seed: int
+    fraud_labels: str
+    recent_window: str
+    num_perm: int
+    pattern_min_jaccard: float
+    refresh_interval: str
+    trigger_interval: str
+
+    def labels(self) -> tuple[str, ...]:
+        """The ground-truth scenarios that count as confirmed fraud."""
+        return tuple(s.strip() for s in self.fraud_labels.split(",") if s.strip())
+
+    def tokens(self) -> BehaviourTokens:
+        return BehaviourTokens(self.cell_precision, self.hour_bucket_hours)
+
+    def params(self) -> SimilarityParams:
+        return SimilarityParams(
+            self.max_accounts_per_token,
+            self.min_tokens,
+            self.num_hashes,
+            self.min_jaccard,
+            self.seed,
+        )
+
+
+@dataclass(frozen=True)
 class DeltaConf:
     maintenance_interval: str
     table_properties: dict[str, str] = field(default_factory=dict)
@@ -117,6 +155,7 @@ class Conf:
     impossible_travel: ImpossibleTravelRule
     metrics: MetricsConf
     model: ModelConf
+    similarity: SimilarityConf
     delta: DeltaConf
     privacy: PrivacyConf
     spark: SparkConf
@@ -187,6 +226,10 @@ def _check_durations(conf: Conf) -> None:
     where_values += [
         (f"conf.model.{name}", getattr(conf.model, name))
         for name in ("refresh_interval", "trigger_interval")
+    ]
+    where_values += [
+        (f"conf.similarity.{name}", getattr(conf.similarity, name))
+        for name in ("window", "recent_window", "refresh_interval", "trigger_interval")
     ]
     where_values.append(("conf.delta.maintenance_interval", conf.delta.maintenance_interval))
     for where, value in where_values:
@@ -282,6 +325,7 @@ _NESTED: dict[tuple[type, str], type] = {
     (Conf, "impossible_travel"): ImpossibleTravelRule,
     (Conf, "metrics"): MetricsConf,
     (Conf, "model"): ModelConf,
+    (Conf, "similarity"): SimilarityConf,
     (Conf, "delta"): DeltaConf,
     (Conf, "privacy"): PrivacyConf,
     (Conf, "spark"): SparkConf,

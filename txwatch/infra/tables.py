@@ -27,6 +27,10 @@ METRIC_VALUES = "metric_values"
 METRIC_SCORES = "metric_scores"
 CUSTOMER_PROFILES = "customer_profiles"
 EVALUATION = "evaluation"
+SIMILAR_ACCOUNTS = "similar_accounts"
+ACCOUNT_CLUSTERS = "account_clusters"
+FRAUD_PATTERNS = "fraud_patterns"
+COMMON_TOKENS = "common_tokens"
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,30 @@ TABLES = {
             schemas.EVALUATION,
             "detection quality per alert type and scenario, one set of rows per evaluate run",
             ("evaluated_at",),
+        ),
+        TableSpec(
+            SIMILAR_ACCOUNTS,
+            schemas.SIMILAR_ACCOUNTS,
+            "pairs of accounts with alike behaviour sets (MinHash LSH), written by similarity",
+            ("account_a",),
+        ),
+        TableSpec(
+            ACCOUNT_CLUSTERS,
+            schemas.ACCOUNT_CLUSTERS,
+            "connected components of similar accounts; rings are raised as fraud_ring alerts",
+            ("cluster_id",),
+        ),
+        TableSpec(
+            FRAUD_PATTERNS,
+            schemas.FRAUD_PATTERNS,
+            "known fraud as token sets, which the stream compares recent activity with",
+            ("pattern_id",),
+        ),
+        TableSpec(
+            COMMON_TOKENS,
+            schemas.COMMON_TOKENS,
+            "behaviour tokens too many accounts share to say anything; left out of comparisons",
+            ("token",),
         ),
         TableSpec(
             GROUND_TRUTH,

@@ -23,7 +23,7 @@ from txwatch.infra import tables
 from txwatch.infra.config import Conf
 from txwatch.infra.delta import append_once, event_time_range
 from txwatch.infra.topics import valid_messages
-from txwatch.queries import ingest, metrics, model_scoring, travel
+from txwatch.queries import fraud_similarity, ingest, metrics, model_scoring, travel
 from txwatch.queries.base import ALERTS_POOL, QuerySpec, RunContext
 from udfs.alerts import ALERT_COLUMNS, ALERT_SCHEMA
 
@@ -40,8 +40,14 @@ def first_per_alert(messages_df: DataFrame) -> DataFrame:
     )
 
 
-def store_new_alerts(spark: SparkSession, conf: Conf, alerts_df: DataFrame, batch_id: int) -> None:
-    """Append the alerts of ``alerts_df`` (one row per id) that ``alerts`` does not hold yet."""
+def store_new_alerts(
+    spark: SparkSession, conf: Conf, alerts_df: DataFrame, batch_id: int, writer_id: str = NAME
+) -> None:
+    """Append the alerts of ``alerts_df`` (one row per id) that ``alerts`` does not hold yet.
+
+    A batch job that raises alerts stores them with its own ``writer_id`` as well as
+    publishing them: this query then finds them stored and skips them.
+    """
     in_range = event_time_range(alerts_df)
     if in_range is None:
         return
@@ -53,7 +59,7 @@ def store_new_alerts(spark: SparkSession, conf: Conf, alerts_df: DataFrame, batc
         .select("alert_id")
     )
     new_df = alerts_df.join(stored_df, on="alert_id", how="left_anti")
-    append_once(new_df, conf, tables.ALERTS, NAME, batch_id)
+    append_once(new_df, conf, tables.ALERTS, writer_id, batch_id)
 
 
 def batch_writer(spark: SparkSession, conf: Conf) -> Callable[[DataFrame, int], None]:
@@ -81,5 +87,11 @@ def start(ctx: RunContext) -> StreamingQuery:
 QUERY = QuerySpec(
     NAME,
     start,
-    after=(travel.NAME, metrics.WINDOWS_NAME, metrics.POINTS_NAME, model_scoring.NAME),
+    after=(
+        travel.NAME,
+        metrics.WINDOWS_NAME,
+        metrics.POINTS_NAME,
+        model_scoring.NAME,
+        fraud_similarity.NAME,
+    ),
 )
