@@ -1,5 +1,5 @@
 # The two commands: `make demo` and `make test`. Everything else is a step of theirs.
-.PHONY: setup demo test bench bench-metrics bench-latency lint kafka-start kafka-stop clean
+.PHONY: setup demo test bench bench-metrics bench-latency bench-similarity lint kafka-start kafka-stop clean
 
 setup:
 	scripts/setup.sh
@@ -18,6 +18,9 @@ bench-metrics: setup
 
 bench-latency: setup
 	.venv/bin/python -m bench.latency $(BENCH_ARGS)
+
+bench-similarity: setup
+	.venv/bin/python -m bench.similarity $(BENCH_ARGS)
 
 lint: setup
 	.venv/bin/ruff check jobs udfs txwatch tests bench

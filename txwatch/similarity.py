@@ -261,53 +261,73 @@ def _overwrite(spark: SparkSession, conf: Conf, df: DataFrame, table: str) -> No
     df.select(*columns).write.format("delta").mode("overwrite").save(conf.table_path(table))
 
 
+@dataclass(frozen=True)
+class Similarity:
+    """What ``compare_accounts`` found (DataFrames checkpointed: each computed once)."""
+
+    sets_df: DataFrame  # every account's token set
+    common_df: DataFrame  # the tokens left out
+    compared_df: DataFrame  # the accounts compared, common tokens removed
+    pairs_df: DataFrame  # similar pairs (account_a < account_b)
+    clusters_df: DataFrame  # connected components
+
+
+def compare_accounts(spark: SparkSession, conf: Conf, payments_df: DataFrame) -> Similarity:
+    """Token sets -> common tokens out -> LSH pairs -> clusters (nothing written)."""
+    cfg = conf.similarity
+    sets_df = account_token_sets(payments_df, cfg.tokens()).localCheckpoint()
+    common_df = common_tokens(sets_df, cfg.params()).localCheckpoint()
+    compared_df = filter_common(sets_df, cfg.params(), common_df).localCheckpoint()
+    print(
+        f"similarity: {sets_df.count():,} accounts, {compared_df.count():,} with enough "
+        f"uncommon tokens to compare ({common_df.count():,} common tokens left out)",
+        flush=True,
+    )
+    pairs_df = similar_pairs(compared_df, cfg.params())
+    clusters_df = clusters_from_pairs(spark, pairs_df, compared_df, conf).localCheckpoint()
+    return Similarity(sets_df, common_df, compared_df, pairs_df, clusters_df)
+
+
 def find_rings(
     spark: SparkSession, conf: Conf, since: datetime | None = None, until: datetime | None = None
 ) -> RingResult:
-    """Write ``similar_accounts`` and ``account_clusters``; raise a ``fraud_ring`` per ring."""
-    cfg = conf.similarity
+    """Write ``similar_accounts``, ``account_clusters``, ``common_tokens`` and
+    ``fraud_patterns``; raise a ``fraud_ring`` alert per ring."""
     payments_df, window_start, window_end = payments_window(spark, conf, since, until)
     payments_df = payments_df.persist()
-    sets_df = account_token_sets(payments_df, cfg.tokens()).localCheckpoint()
-    accounts = sets_df.count()
-    common_df = common_tokens(sets_df, cfg.params()).localCheckpoint()
-    compared_df = filter_common(sets_df, cfg.params(), common_df).localCheckpoint()
-    compared = compared_df.count()
-    print(f"similarity: {accounts:,} accounts, {compared:,} to compare", flush=True)
-    pairs_df = similar_pairs(compared_df, cfg.params())
+    found = compare_accounts(spark, conf, payments_df)
     stamp = {
         "window_start": F.lit(window_start).cast("timestamp"),
         "window_end": F.lit(window_end).cast("timestamp"),
         "computed_at": F.current_timestamp(),
     }
-    _overwrite(spark, conf, pairs_df.withColumns(stamp), tables.SIMILAR_ACCOUNTS)
-    pairs = spark.read.format("delta").load(conf.table_path(tables.SIMILAR_ACCOUNTS))
-    clusters_df = clusters_from_pairs(spark, pairs, compared_df, conf).localCheckpoint()
-    _overwrite(spark, conf, clusters_df.withColumns(stamp), tables.ACCOUNT_CLUSTERS)
-    alerts_df = fraud_ring_alerts(clusters_df, cfg.min_ring_size).localCheckpoint()
+    _overwrite(spark, conf, found.pairs_df.withColumns(stamp), tables.SIMILAR_ACCOUNTS)
+    _overwrite(spark, conf, found.clusters_df.withColumns(stamp), tables.ACCOUNT_CLUSTERS)
+    alerts_df = fraud_ring_alerts(found.clusters_df, conf.similarity.min_ring_size)
+    alerts_df = alerts_df.localCheckpoint()
     published = AlertSink(spark, conf).publish(alerts_df)
     tables.ensure_table(spark, conf, tables.ALERTS)
     store_new_alerts(spark, conf, alerts_df, int(time.time() * 1000), writer_id=WRITER)
-    _overwrite(spark, conf, common_df.withColumns(stamp), tables.COMMON_TOKENS)
+    _overwrite(spark, conf, found.common_df.withColumns(stamp), tables.COMMON_TOKENS)
     truth_df = (
         read_table(spark, conf, tables.GROUND_TRUTH)
         if table_exists(spark, conf, tables.GROUND_TRUTH)
         else None
     )
-    patterns_df = fraud_patterns(payments_df, truth_df, clusters_df, common_df, conf)
+    patterns_df = fraud_patterns(payments_df, truth_df, found.clusters_df, found.common_df, conf)
     _overwrite(spark, conf, patterns_df.withColumns(stamp), tables.FRAUD_PATTERNS)
     payments_df.unpersist()
     rings = [
         (r.cluster_id, list(r.members), list(r.shared_tokens))
-        for r in clusters_df.filter("is_ring").orderBy(F.col("size").desc()).collect()
+        for r in found.clusters_df.filter("is_ring").orderBy(F.col("size").desc()).collect()
     ]
     return RingResult(
         window_start,
         window_end,
-        accounts,
-        compared,
-        pairs.count(),
-        clusters_df.count(),
+        found.sets_df.count(),
+        found.compared_df.count(),
+        found.pairs_df.count(),
+        found.clusters_df.count(),
         rings,
         published,
         read_table(spark, conf, tables.FRAUD_PATTERNS).count(),

@@ -6,13 +6,13 @@ less what the account did anyway, or the tokens a fraud ring's accounts share. T
 similarity job writes them to ``fraud_patterns``, with the tokens too common to mean
 anything (``common_tokens``).
 
-In the stream each account's *recent* token set (its payments of the last
-``similarity.recent_window``, kept by ``RecentTokens``, a stateful operator keyed by a
-bucket of accounts) is hashed with datasketch's ``MinHash`` and looked up in a datasketch
+In the stream each account's *new* tokens (first used within ``similarity.new_window``,
+not in the ``similarity.habit_window`` before: ``NewTokens``, a stateful operator keyed by a
+bucket of accounts) are hashed with datasketch's ``MinHash`` and looked up in a datasketch
 ``MinHashLSH`` index of the patterns (``PatternIndex``, built on the driver, broadcast to
 the executors, rebuilt when the patterns change). The index only finds candidates; the
 patterns' token sets are at hand, so each candidate is checked exactly: a payment whose
-account's recent set is at least ``similarity.pattern_min_jaccard`` alike a pattern and
+account's new tokens are at least ``similarity.pattern_min_jaccard`` alike a pattern and
 that itself adds tokens of the pattern is a match, reported with the MinHash estimate
 and the exact figure. Batches go
 through ``mapInPandas``: rows are hashed per micro-batch partition, and a row that shares
@@ -52,14 +52,14 @@ PAYMENT_COLUMNS = (
     ("event_time", T.TimestampType()),
     ("tokens", T.ArrayType(T.StringType())),
 )
-RECENT_SCHEMA = T.StructType(
+NEW_TOKENS_SCHEMA = T.StructType(
     [T.StructField(name, data_type) for name, data_type in PAYMENT_COLUMNS]
-    + [T.StructField("recent_tokens", T.ArrayType(T.StringType()))]
+    + [T.StructField("new_tokens", T.ArrayType(T.StringType()))]
 )
 MATCH_SCHEMA = T.StructType(
     [T.StructField(name, data_type) for name, data_type in PAYMENT_COLUMNS]
     + [
-        T.StructField("recent_size", T.IntegerType()),
+        T.StructField("new_size", T.IntegerType()),
         T.StructField("pattern_id", T.StringType()),
         T.StructField("pattern_source", T.StringType()),
         T.StructField("estimated_jaccard", T.DoubleType()),
@@ -78,20 +78,26 @@ def with_payment_tokens(payments_df: DataFrame, tokens: BehaviourTokens) -> Data
     )
 
 
-class RecentTokens(StatefulProcessor):
-    """Adds ``recent_tokens``: the account's tokens of the last ``window_s`` up to each payment.
+class NewTokens(StatefulProcessor):
+    """Adds ``new_tokens``: the account's tokens first used within ``new_s`` before a payment.
 
-    Keyed by a bucket of accounts; the state is one value per bucket, its accounts' (account,
-    event time, token) rows of the last ``window_s`` before the bucket's newest payment, as
-    Arrow IPC bytes. A payment sees the earlier payments of its account that arrived before
-    it (in this micro-batch or an earlier one).
+    A token is *new* for an account from its first use until ``new_s`` later; one the
+    account has not used for ``habit_s`` is forgotten, and new again when used again. So a
+    customer's usual shop, device and neighbourhood are never new, and a takeover's device
+    and shops are, for ``new_s``: what the stream compares with the patterns, which are
+    built the same way (an incident's tokens less the account's other tokens).
+
+    Keyed by a bucket of accounts; the state is one value per bucket: its accounts' tokens
+    with the time each was first and last used (Arrow IPC bytes), about 40 bytes per
+    account and token. A payment sees the payments of its account that arrived before it.
     """
 
-    def __init__(self, window_s: float) -> None:
-        self.window_ms = int(window_s * 1000)
+    def __init__(self, new_s: float, habit_s: float) -> None:
+        self.new_ms = int(new_s * 1000)
+        self.habit_ms = int(habit_s * 1000)
 
     def init(self, handle: StatefulProcessorHandle) -> None:
-        self.state = handle.getValueState("recent_tokens", STATE_SCHEMA)
+        self.state = handle.getValueState("account_tokens", STATE_SCHEMA)
 
     def handleInputRows(  # noqa: N802 (Spark's API names)
         self,
@@ -105,61 +111,57 @@ class RecentTokens(StatefulProcessor):
         df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         df = df.drop(columns=["similarity_bucket"])
         df["_ms"] = df["event_time"].to_numpy(dtype="datetime64[ms]").astype("int64")
-        df = df.sort_values(["user_id", "_ms"], kind="stable").reset_index(drop=True)
+        df = df.sort_values(["_ms", "transaction_id"], kind="stable").reset_index(drop=True)
         stored = self.state.get() if self.state.exists() else None
-        kept = _read_tokens(stored[0]) if stored is not None else _no_tokens()
-        new_rows = df[["user_id", "_ms", "tokens"]].explode("tokens").dropna()
-        new_long = pd.DataFrame(
-            {
-                "user_id": new_rows["user_id"].to_numpy(dtype=object),
-                "time_ms": new_rows["_ms"].to_numpy(dtype="int64"),
-                "token": new_rows["tokens"].to_numpy(dtype=object),
-            }
+        # (account, token) -> [first use, last use], in ms of event time.
+        known: dict[tuple[str, str], list[int]] = (
+            _read_tokens(stored[0]) if stored is not None else {}
         )
-        all_long = pd.concat([kept, new_long], ignore_index=True)
-        by_user = {user: g for user, g in all_long.groupby("user_id", sort=False)}
-        recent: list[list[str]] = []
-        for user, t_ms in zip(df["user_id"], df["_ms"], strict=True):
-            rows_of_user = by_user.get(user)
-            if rows_of_user is None:
-                recent.append([])
-                continue
-            times = rows_of_user["time_ms"].to_numpy()
-            in_window = (times >= t_ms - self.window_ms) & (times <= t_ms)
-            recent.append(sorted(set(rows_of_user["token"].to_numpy()[in_window])))
-        df["recent_tokens"] = recent
-        newest = int(all_long["time_ms"].max()) if len(all_long) else 0
-        keep = all_long[all_long["time_ms"] >= newest - self.window_ms]
-        self.state.update((_write_tokens(keep),))
-        yield df[[f.name for f in RECENT_SCHEMA.fields]]
+        by_account: dict[str, set[str]] = {}
+        for account, token in known:
+            by_account.setdefault(account, set()).add(token)
+        new_tokens: list[list[str]] = []
+        for account, t_ms, tokens in zip(df["user_id"], df["_ms"], df["tokens"], strict=True):
+            held = by_account.setdefault(account, set())
+            for token in tokens:
+                times = known.get((account, token))
+                if times is None or times[1] < t_ms - self.habit_ms:
+                    known[(account, token)] = [t_ms, t_ms]
+                    held.add(token)
+                else:
+                    times[1] = max(times[1], t_ms)
+            new_tokens.append(
+                sorted(
+                    token
+                    for token in held
+                    if t_ms - self.new_ms <= known[(account, token)][0] <= t_ms
+                )
+            )
+        df["new_tokens"] = new_tokens
+        newest = int(df["_ms"].max())
+        kept = {k: v for k, v in known.items() if v[1] >= newest - self.habit_ms}
+        self.state.update((_write_tokens(kept),))
+        yield df[[f.name for f in NEW_TOKENS_SCHEMA.fields]]
 
 
-def _no_tokens() -> Any:
-    import pandas as pd
-
-    return pd.DataFrame(
-        {
-            "user_id": pd.Series([], dtype=object),
-            "time_ms": pd.Series([], dtype="int64"),
-            "token": pd.Series([], dtype=object),
-        }
-    )
-
-
-def _read_tokens(blob: Any) -> Any:
+def _read_tokens(blob: Any) -> dict[tuple[str, str], list[int]]:
     import pyarrow as pa
 
-    return pa.ipc.open_stream(bytes(blob)).read_all().to_pandas()
+    table = pa.ipc.open_stream(bytes(blob)).read_all()
+    columns = [table.column(name).to_pylist() for name in ("user_id", "token", "first", "last")]
+    return {(u, t): [f, la] for u, t, f, la in zip(*columns, strict=True)}
 
 
-def _write_tokens(long_df: Any) -> bytes:
+def _write_tokens(known: dict[tuple[str, str], list[int]]) -> bytes:
     import pyarrow as pa
 
+    keys, times = list(known), list(known.values())
     table = pa.table(
         {
-            "user_id": pa.array(long_df["user_id"], pa.string()),
-            "time_ms": pa.array(long_df["time_ms"], pa.int64()),
-            "token": pa.array(long_df["token"], pa.string()),
+            "user_id": pa.array([k[0] for k in keys], pa.string()),
+            "token": pa.array([k[1] for k in keys], pa.string()),
+            "first": pa.array([t[0] for t in times], pa.int64()),
+            "last": pa.array([t[1] for t in times], pa.int64()),
         }
     )
     sink = pa.BufferOutputStream()
@@ -168,15 +170,15 @@ def _write_tokens(long_df: Any) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def recent_tokens_stream(payments_df: DataFrame, window_s: float) -> DataFrame:
-    """Streaming payments (``with_payment_tokens``) with each account's recent token set."""
+def new_tokens_stream(payments_df: DataFrame, new_s: float, habit_s: float) -> DataFrame:
+    """Streaming payments (``with_payment_tokens``) with their account's new tokens."""
     bucket = F.pmod(F.xxhash64("user_id"), F.lit(BUCKETS)).alias("similarity_bucket")
     return (
         payments_df.select(*[name for name, _ in PAYMENT_COLUMNS], bucket)
         .groupBy("similarity_bucket")
         .transformWithStateInPandas(
-            statefulProcessor=RecentTokens(window_s),
-            outputStructType=RECENT_SCHEMA,
+            statefulProcessor=NewTokens(new_s, habit_s),
+            outputStructType=NEW_TOKENS_SCHEMA,
             outputMode="Append",
             timeMode="None",
         )
@@ -227,17 +229,19 @@ class PatternIndex:
         signature.update_batch([t.encode("utf-8") for t in sorted(tokens)])
         return signature
 
-    def best_match(self, recent: set[str], own: set[str]) -> tuple[Pattern, float, float] | None:
-        """The most similar pattern to ``recent`` sharing a token with ``own``, if any."""
-        recent = recent - self.common_tokens
-        if not (own - self.common_tokens) & self._all_tokens or not recent:
+    def best_match(self, new: set[str], own: set[str]) -> tuple[Pattern, float, float] | None:
+        """The pattern most alike ``new`` (the account's new tokens) that shares one of
+        ``own`` (the payment's new tokens), if any reaches ``min_jaccard``."""
+        new = new - self.common_tokens
+        own = own & new
+        if not own & self._all_tokens:
             return None
-        signature = self.minhash(recent)
+        signature = self.minhash(new)
         best = None
         by_id = {p.pattern_id: p for p in self.patterns}
         for pattern_id in self._lsh.query(signature):
             pattern = by_id[pattern_id]
-            exact = len(recent & pattern.tokens) / len(recent | pattern.tokens)
+            exact = len(new & pattern.tokens) / len(new | pattern.tokens)
             if exact < self.min_jaccard or not own & pattern.tokens:
                 continue
             estimated = float(self._signatures[pattern_id].jaccard(signature))
@@ -254,19 +258,19 @@ def match_batches(index: PatternIndex, batches: Iterator[Any]) -> Iterator[Any]:
     for pdf in batches:
         matches = []
         for row in pdf.itertuples(index=False):
-            recent = set(row.recent_tokens)
-            found = index.best_match(recent, set(row.tokens))
+            new = set(row.new_tokens)
+            found = index.best_match(new, set(row.tokens))
             if found is None:
                 continue
             pattern, estimated, exact = found
             values = {name: getattr(row, name) for name, _ in PAYMENT_COLUMNS}
             values.update(
-                recent_size=len(recent - index.common_tokens),
+                new_size=len(new - index.common_tokens),
                 pattern_id=pattern.pattern_id,
                 pattern_source=pattern.source,
                 estimated_jaccard=estimated,
                 exact_jaccard=exact,
-                shared_tokens=sorted(recent & pattern.tokens),
+                shared_tokens=sorted(new & pattern.tokens),
             )
             matches.append(values)
         yield pd.DataFrame(matches, columns=columns)
@@ -276,10 +280,11 @@ def similar_to_fraud_alerts(matches_df: DataFrame, min_jaccard: float) -> DataFr
     """One ``similar_to_fraud`` alert per matching payment."""
     score = F.col("exact_jaccard") / F.lit(min_jaccard)
     reason = F.format_string(
-        "account %s's activity of the last minutes (%d tokens) is alike known fraud pattern "
-        "%s (%s): MinHash estimate %.2f, exact Jaccard %.2f; shares %s",
+        "what is new in account %s's activity (%d tokens first used in the last minutes) is "
+        "alike known fraud pattern %s (%s): MinHash estimate %.2f, exact Jaccard %.2f; "
+        "shares %s",
         F.col("user_id"),
-        F.col("recent_size"),
+        F.col("new_size"),
         F.col("pattern_id"),
         F.col("pattern_source"),
         F.col("estimated_jaccard"),
@@ -296,6 +301,6 @@ def similar_to_fraud_alerts(matches_df: DataFrame, min_jaccard: float) -> DataFr
         evidence={
             "estimated_jaccard": F.col("estimated_jaccard"),
             "exact_jaccard": F.col("exact_jaccard"),
-            "recent_tokens": F.col("recent_size"),
+            "new_tokens": F.col("new_size"),
         },
     )

@@ -105,7 +105,8 @@ class SimilarityConf:
     min_ring_size: int
     seed: int
     fraud_labels: str
-    recent_window: str
+    new_window: str
+    habit_window: str
     num_perm: int
     pattern_min_jaccard: float
     refresh_interval: str
@@ -229,7 +230,13 @@ def _check_durations(conf: Conf) -> None:
     ]
     where_values += [
         (f"conf.similarity.{name}", getattr(conf.similarity, name))
-        for name in ("window", "recent_window", "refresh_interval", "trigger_interval")
+        for name in (
+            "window",
+            "new_window",
+            "habit_window",
+            "refresh_interval",
+            "trigger_interval",
+        )
     ]
     where_values.append(("conf.delta.maintenance_interval", conf.delta.maintenance_interval))
     for where, value in where_values:

@@ -1,8 +1,8 @@
 """Query ``fraud_similarity``: payments whose account suddenly behaves like known fraud.
 
 Reads the transactions topic (the same parse and checks as ``ingest``), gives each payment
-its behaviour tokens and its account's recent token set (``udfs.fraud_patterns``, a
-stateful operator per bucket of accounts), and looks each set up in a datasketch MinHash
+its behaviour tokens and what is new in its account's activity (``udfs.fraud_patterns``,
+a stateful operator per bucket of accounts), and looks that up in a datasketch MinHash
 LSH index of the known fraud patterns (``fraud_patterns``, written by the similarity job).
 Matches go to the alert sink as ``similar_to_fraud`` alerts naming the pattern and the
 estimated similarity.
@@ -10,7 +10,7 @@ estimated similarity.
 The index is built on the driver from the newest ``fraud_patterns`` version and
 ``common_tokens``, broadcast to the executors, and rebuilt when a newer version appears
 (looked for every ``similarity.refresh_interval``), without a restart. Until patterns
-exist, payments only feed the recent sets. No Delta table is written here.
+exist, payments only feed the accounts' tokens. No Delta table is written here.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from udfs.fraud_patterns import (
     Pattern,
     PatternIndex,
     match_batches,
-    recent_tokens_stream,
+    new_tokens_stream,
     similar_to_fraud_alerts,
     with_payment_tokens,
 )
@@ -132,13 +132,15 @@ def batch_writer(
 
 
 def build(raw_transactions_df: DataFrame, conf: Conf, token_key: bytes) -> DataFrame:
-    """Raw Kafka rows of the transactions topic -> valid payments with recent token sets."""
+    """Raw Kafka rows of the transactions topic -> valid payments with their new tokens."""
     payments_df = to_bronze_transactions(
         parse_transactions(raw_transactions_df, token_key, conf.stream.max_future_skew)
     )
-    return recent_tokens_stream(
-        with_payment_tokens(payments_df, conf.similarity.tokens()),
-        duration_s(conf.similarity.recent_window),
+    cfg = conf.similarity
+    return new_tokens_stream(
+        with_payment_tokens(payments_df, cfg.tokens()),
+        duration_s(cfg.new_window),
+        duration_s(cfg.habit_window),
     )
 
 
