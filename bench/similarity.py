@@ -149,13 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     buckets_df = (
         lsh.transform(vectors_df)
         .select(F.posexplode("hashes").alias("table", "h"))
-        .select("table", vector_to_array("h")[0].alias("h"))
+        .select("table", vector_to_array(F.col("h"))[0].alias("h"))
         .groupBy("table", "h")
         .count()
     )
-    candidates, largest = buckets_df.agg(
-        F.sum(F.col("count") * (F.col("count") - 1) / 2), F.max("count")
-    ).first()
+    bucket_stats = buckets_df.agg(
+        F.sum(F.col("count") * (F.col("count") - 1) / 2).alias("candidates"),
+        F.max("count").alias("largest"),
+    ).collect()[0]
+    candidates, largest = bucket_stats.candidates, bucket_stats.largest
 
     rings_found = [set(r.members) for r in clusters if r.is_ring]
     whole = sum(1 for ring in planted if ring in rings_found)

@@ -13,8 +13,9 @@ bucket of accounts) are hashed with datasketch's ``MinHash`` and looked up in a 
 the executors, rebuilt when the patterns change). The index only finds candidates; the
 patterns' token sets are at hand, so each candidate is checked exactly: a payment whose
 account's new tokens are at least ``similarity.pattern_min_jaccard`` alike a pattern and
-that itself adds tokens of the pattern is a match, reported with the MinHash estimate
-and the exact figure. Batches go
+that itself brings tokens of the pattern is a match, when what they share is of at least
+``similarity.pattern_min_shared_kinds`` kinds (shops and a device, say: new places alone
+are a trip, not a fraud), reported with the MinHash estimate and the exact figure. Batches go
 through ``mapInPandas``: rows are hashed per micro-batch partition, and a row that shares
 no token with any pattern is never hashed.
 """
@@ -200,6 +201,7 @@ class PatternIndex:
     common_tokens: frozenset[str]
     num_perm: int
     min_jaccard: float
+    min_shared_kinds: int = 2
     seed: int = 1
     _lsh: Any = field(init=False, repr=False)
     _signatures: dict[str, Any] = field(init=False, repr=False)
@@ -241,8 +243,10 @@ class PatternIndex:
         by_id = {p.pattern_id: p for p in self.patterns}
         for pattern_id in self._lsh.query(signature):
             pattern = by_id[pattern_id]
-            exact = len(new & pattern.tokens) / len(new | pattern.tokens)
-            if exact < self.min_jaccard or not own & pattern.tokens:
+            shared = new & pattern.tokens
+            exact = len(shared) / len(new | pattern.tokens)
+            kinds = {token.split(":", 1)[0] for token in shared}
+            if exact < self.min_jaccard or not own & shared or len(kinds) < self.min_shared_kinds:
                 continue
             estimated = float(self._signatures[pattern_id].jaccard(signature))
             if best is None or exact > best[2]:

@@ -52,6 +52,13 @@ def test_new_tokens_alike_a_pattern_match_and_a_customer_trying_a_shop_does_not(
     assert index.best_match(attack, {"merchant:m-01-005"}) is None
     # A customer trying one of the pattern's shops for the first time: 1 / 5.
     assert index.best_match({"merchant:m-09-001"}, {"merchant:m-09-001"}) is None
+    # New places alone, however alike, are a trip, not a fraud (one kind of token).
+    places = frozenset({"cell:u0abc", "cell:u0abd", "cell:u0abe"})
+    by_place = PatternIndex(
+        [Pattern("p-places", "label x", places | {"device:d-y"})], frozenset(), 128, 0.3
+    )
+    assert by_place.best_match(set(places), set(places)) is None
+    assert by_place.best_match(set(places) | {"device:d-y"}, {"device:d-y"}) is not None
     # One of the pattern's shops among many new ones is not enough either.
     many = {f"merchant:m-01-{i:03d}" for i in range(20, 30)} | {"merchant:m-09-001"}
     assert index.best_match(many, {"merchant:m-09-001"}) is None

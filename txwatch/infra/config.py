@@ -109,6 +109,7 @@ class SimilarityConf:
     habit_window: str
     num_perm: int
     pattern_min_jaccard: float
+    pattern_min_shared_kinds: int
     refresh_interval: str
     trigger_interval: str
 

@@ -58,7 +58,9 @@ def load_index(spark: SparkSession, conf: Conf, version: int) -> PatternIndex:
         common_df = spark.read.format("delta").load(conf.table_path(tables.COMMON_TOKENS))
         common = frozenset(r.token for r in common_df.select("token").collect())
     patterns = [Pattern(r.pattern_id, r.source, frozenset(r.tokens)) for r in rows]
-    return PatternIndex(patterns, common, cfg.num_perm, cfg.pattern_min_jaccard)
+    return PatternIndex(
+        patterns, common, cfg.num_perm, cfg.pattern_min_jaccard, cfg.pattern_min_shared_kinds
+    )
 
 
 class PatternMatcher:
