@@ -3,8 +3,10 @@
     .venv/bin/python -m bench.similarity [--accounts 100000] [--rings 50] [--days 7]
     (or: make bench-similarity BENCH_ARGS="--accounts 20000")
 
-Generates a week of payments of ``--accounts`` ordinary customers (the simulator's world:
-12 cities of 60 shops, 8 usual shops and a phone each, about 3 payments a day) plus
+Generates a week of payments of ``--accounts`` ordinary customers (the simulator's world
+and density: cities of 60 shops with 125 customers each, so 800 cities for 100,000
+customers, spread over Europe; 8 usual shops and a phone each, about 3 payments a day;
+``--dense`` keeps the simulator's 12 cities instead, 1,100 customers per shop) plus
 ``--rings`` planted rings (4-7 new accounts sharing 2 devices and 4 shops, as the
 simulator plants them), then runs what ``./spark-submit.sh similarity`` computes (tokens,
 common tokens out, MinHash LSH self-join, connected components; nothing written) and
@@ -34,6 +36,7 @@ from txwatch.similarity import compare_accounts
 from txwatch.simulator import CATEGORIES, CITIES, RING_ACCOUNTS, RING_DEVICES, RING_MERCHANTS
 
 SHOPS_PER_CITY = 60
+ACCOUNTS_PER_CITY = 125  # the simulator's: 1,500 users in 12 cities
 USUAL_SHOPS = 8
 PAYMENTS_PER_DAY = 3.0
 RING_PAYMENTS_PER_DAY = 1.0
@@ -41,16 +44,22 @@ START = datetime(2026, 1, 1)
 METRES_PER_DEGREE = 111_320.0
 
 
-def population(accounts: int, rings: int, days: int, seed: int) -> tuple[pd.DataFrame, list[set]]:
+def population(
+    accounts: int, rings: int, days: int, seed: int, dense: bool = False
+) -> tuple[pd.DataFrame, list[set]]:
     """Payments (user_id, merchant_id, device_id, merchant_category, latitude, longitude,
     event_time) and the planted rings' account sets."""
     rng = np.random.default_rng(seed)
-    cities = len(CITIES)
-    centres = np.array([(c[1], c[2]) for c in CITIES])
+    if dense:
+        cities = len(CITIES)
+        centres = np.array([(c[1], c[2]) for c in CITIES])
+    else:
+        cities = max(len(CITIES), accounts // ACCOUNTS_PER_CITY)
+        centres = np.column_stack([rng.uniform(36, 60, cities), rng.uniform(-9, 30, cities)])
     shop_city = np.repeat(np.arange(cities), SHOPS_PER_CITY)
     shop_pos = centres[shop_city] + rng.normal(0, 4000, (len(shop_city), 2)) / METRES_PER_DEGREE
     shop_category = rng.choice(list(CATEGORIES), len(shop_city))
-    shop_id = np.array([f"m-{c:02d}-{i % SHOPS_PER_CITY:03d}" for i, c in enumerate(shop_city)])
+    shop_id = np.array([f"m-{c:03d}-{i % SHOPS_PER_CITY:03d}" for i, c in enumerate(shop_city)])
 
     city = rng.integers(0, cities, accounts)
     usual = (
@@ -102,7 +111,8 @@ def population(accounts: int, rings: int, days: int, seed: int) -> tuple[pd.Data
     df["longitude"] = shop_pos[shops_of, 1] + jitter[:, 1]
     df["merchant_category"] = shop_category[shops_of]
     seconds = rng.uniform(0, days * 86400, len(df))
-    df["event_time"] = pd.Timestamp(START) + pd.to_timedelta(seconds, unit="s")
+    # Microseconds, as Spark keeps them (Arrow refuses to drop nanoseconds silently).
+    df["event_time"] = (pd.Timestamp(START) + pd.to_timedelta(seconds, unit="s")).floor("us")
     return df.drop(columns=["shop"]), planted
 
 
@@ -112,12 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rings", type=int, default=50)
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--dense", action="store_true", help="the simulator's 12 cities, however many accounts"
+    )
     parser.add_argument("--conf", default=str(DEFAULT_CONF))
     args = parser.parse_args(argv)
 
     conf = load_conf(args.conf)
     started = time.monotonic()
-    payments, planted = population(args.accounts, args.rings, args.days, args.seed)
+    payments, planted = population(args.accounts, args.rings, args.days, args.seed, args.dense)
     print(
         f"bench.similarity: {len(payments):,} payments of {args.accounts:,} accounts and "
         f"{sum(len(r) for r in planted)} ring accounts in {len(planted)} rings, "
@@ -133,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     found = compare_accounts(spark, conf, payments_df)
     pairs = found.pairs_df.count()
-    clusters = found.clusters_df.select("members", "is_ring").collect()
+    clusters = found.clusters_df.select(
+        "members", "is_ring", "mean_jaccard", "shared_tokens"
+    ).collect()
     elapsed = time.monotonic() - t0
 
     # Candidate pairs: what the hash tables put in one bucket (the join's work).
@@ -178,6 +193,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{rss_before or 0:,.0f} MiB)",
         flush=True,
     )
+    sizes = found.compared_df.select("account_id", F.size("tokens").alias("n"))
+    for cluster in [c for c in clusters if c.is_ring and not set(c.members) & ring_accounts][:5]:
+        token_counts = [
+            r.n for r in sizes.filter(F.col("account_id").isin(*cluster.members)).collect()
+        ]
+        print(
+            f"  a ring without a planted account: {len(cluster.members)} accounts with "
+            f"{sorted(token_counts)} uncommon tokens, mean Jaccard {cluster.mean_jaccard:.2f}, "
+            f"sharing {', '.join(cluster.shared_tokens[:6])}"
+        )
     spark.stop()
     return 0
 
