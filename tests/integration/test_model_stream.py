@@ -1,5 +1,6 @@
-"""The model path end to end: history streamed, a model trained and registered, the next
-period scored in the stream, every scenario caught, the evaluation's table written."""
+"""The model and similarity paths end to end: history streamed, a model trained and
+registered and the history's known fraud turned into patterns, the next period scored in
+the stream (model outliers, repeats of known fraud), then the period's ring found."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from txwatch import quality
 from txwatch.infra import tables
 from txwatch.infra.kafka_admin import ensure_topics
 from txwatch.lake import read_table
+from txwatch.similarity import find_rings
 from txwatch.simulator import (
     MODEL_SCENARIOS,
+    PATTERN_REPEAT_SCENARIO,
+    RING_SCENARIO,
     SimulationParams,
     Simulator,
     produce,
@@ -37,7 +41,10 @@ def test_model_trained_on_history_scores_the_next_period_in_the_stream(spark, ka
         tx_per_hour=5,
         amount_outlier_rate=0.03,
         card_testing_per_hour=6,
-        account_takeover_per_hour=6,
+        account_takeover_per_hour=10,
+        known_frauds=2,
+        pattern_repeats_per_hour=16,
+        fraud_rings=1,
     )
     sim = Simulator(params, conf)
     records = sim.records()
@@ -52,8 +59,15 @@ def test_model_trained_on_history_scores_the_next_period_in_the_stream(spark, ka
     assert result.version == 1
     assert 0.003 <= result.flagged_share <= 0.007  # the 99.5 % quantile
 
+    # The history's labelled fraud becomes known patterns; no ring in the history.
+    write_ground_truth(conf, [t for t in sim.truth if t.event_time < params.start])
+    history_rings = find_rings(spark, conf, until=params.start)
+    assert history_rings.rings == []
+    patterns = read_table(spark, conf, tables.FRAUD_PATTERNS)
+    assert patterns.filter(F.col("source").startswith("label known_fraud")).count() == 2
+
     produce((item for item in records if item[0] >= 0), conf.kafka.bootstrap_servers)
-    write_ground_truth(conf, sim.truth)
+    write_ground_truth(conf, [t for t in sim.truth if t.event_time >= params.start])
     run_pipeline(spark, conf)
 
     alerts = read_table(spark, conf, tables.ALERTS)
@@ -73,3 +87,25 @@ def test_model_trained_on_history_scores_the_next_period_in_the_stream(spark, ka
     assert model_alert is not None
     assert "model v1" in model_alert.reason
     assert model_alert.evidence["model_version"] == 1.0
+
+    similar = {
+        r.scenario: r
+        for r in quality.transaction_rows(
+            alerts, truth, read_table(spark, conf, tables.BRONZE_TRANSACTIONS), "similar_to_fraud"
+        )
+    }
+    assert similar[PATTERN_REPEAT_SCENARIO].labelled >= 4
+    assert similar[PATTERN_REPEAT_SCENARIO].detected >= 1
+    assert similar[quality.ANY].precision >= 0.5
+    match = alerts.filter(F.col("alert_type") == "similar_to_fraud").first()
+    assert "known fraud pattern" in match.reason and "label known_fraud" in match.reason
+
+    found = find_rings(spark, conf)
+    ring_accounts = {t.user_id for t in sim.truth if t.scenario == RING_SCENARIO}
+    assert [set(members) for _, members, _ in found.rings] == [ring_accounts]
+    ring_alert = (
+        read_table(spark, conf, tables.ALERTS).filter(F.col("alert_type") == "fraud_ring").collect()
+    )
+    assert len(ring_alert) == 1
+    assert all(account in ring_alert[0].reason for account in ring_accounts)
+    assert found.alerts_published == 1
