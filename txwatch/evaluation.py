@@ -149,14 +149,19 @@ def print_metric_incidents(alerts_df: DataFrame, truth_df: DataFrame) -> bool:
 
 
 def card_number_hits(df: DataFrame) -> int:
-    """Rows of ``df`` with a card-number-shaped digit run in any string column."""
-    string_columns = [f.name for f in df.schema.fields if f.dataType.simpleString() == "string"]
-    if not string_columns:
+    """Rows of ``df`` with a card-number-shaped digit run in any string (or array of
+    strings) column."""
+    texts = [
+        F.col(f.name) if f.dataType.simpleString() == "string" else F.array_join(F.col(f.name), " ")
+        for f in df.schema.fields
+        if f.dataType.simpleString() in ("string", "array<string>")
+    ]
+    if not texts:
         return 0
     has_card_number = F.lit(False)
-    for column in string_columns:
+    for text in texts:
         has_card_number = has_card_number | F.coalesce(
-            F.col(column).rlike(CARD_NUMBER_PATTERN), F.lit(False)
+            text.rlike(CARD_NUMBER_PATTERN), F.lit(False)
         )
     return df.filter(has_card_number).count()
 

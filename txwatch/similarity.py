@@ -6,7 +6,8 @@ Payments of the window (``bronze_transactions``) -> each account's behaviour set
 components -> ``account_clusters`` -> a ``fraud_ring`` alert per cluster of at least
 ``similarity.min_ring_size`` accounts, through the common alert path: published to the
 potential-fraud topic like every detector's alerts, and stored in ``alerts`` at once (the
-stream's ``alerts`` query later finds the id stored and skips it).
+stream's ``alerts`` query later finds the id stored and skips it); a ring alerted by an
+earlier run is not alerted again.
 
 It also rebuilds the known fraud patterns the stream compares recent activity with
 (``fraud_patterns``, ``common_tokens``; see ``udfs.fraud_patterns``).
@@ -14,19 +15,19 @@ It also rebuilds the known fraud patterns the stream compares recent activity wi
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pyspark.sql.functions as F
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from txwatch.infra import tables
-from txwatch.infra.alert_sink import AlertSink
 from txwatch.infra.config import Conf, duration_s
+from txwatch.infra.delta import append_once
 from txwatch.infra.errors import UserError
+from txwatch.infra.topics import publish
 from txwatch.lake import read_table, table_exists
-from txwatch.queries.alerts import store_new_alerts
 from udfs.alerts import severity_from_score, to_alerts
 from udfs.similarity import (
     ALERT_TYPE_FRAUD_RING,
@@ -255,6 +256,38 @@ def fraud_patterns(
     )
 
 
+def raise_ring_alerts(spark: SparkSession, conf: Conf, clusters_df: DataFrame) -> int:
+    """Store, then publish, the ``fraud_ring`` alerts of rings not alerted before; return
+    how many.
+
+    A ring found again by a later run keeps its id (the same members) but not its
+    ``event_time`` (its newest payment), so the ids are checked against every stored
+    ``fraud_ring`` alert, not an event-time range; then nothing is sent twice, and a run
+    repeated after a crash stores nothing twice. Stored first: the stream's ``alerts``
+    query then finds the published copy stored and skips it.
+    """
+    tables.ensure_table(spark, conf, tables.ALERTS)
+    alerts_path = conf.table_path(tables.ALERTS)
+    stored_df = (
+        read_table(spark, conf, tables.ALERTS)
+        .filter(F.col("alert_type") == ALERT_TYPE_FRAUD_RING)
+        .select("alert_id")
+    )
+    new_df = (
+        fraud_ring_alerts(clusters_df, conf.similarity.min_ring_size)
+        .join(stored_df, "alert_id", how="left_anti")
+        .localCheckpoint()
+    )
+    new = new_df.count()
+    if new:
+        # Delta's table version only grows: a txnVersion no clock can move backwards.
+        version = int(DeltaTable.forPath(spark, alerts_path).history(1).collect()[0]["version"])
+        append_once(new_df, conf, tables.ALERTS, WRITER, version + 1)
+        # Straight to the topic: the alert sink would skip ids it finds stored.
+        publish(new_df, conf, conf.kafka.topics.potential_fraud, key="alert_id")
+    return new
+
+
 def _overwrite(spark: SparkSession, conf: Conf, df: DataFrame, table: str) -> None:
     tables.ensure_table(spark, conf, table)
     columns = [F.col(f.name).cast(f.dataType) for f in tables.TABLES[table].schema.fields]
@@ -303,11 +336,7 @@ def find_rings(
     }
     _overwrite(spark, conf, found.pairs_df.withColumns(stamp), tables.SIMILAR_ACCOUNTS)
     _overwrite(spark, conf, found.clusters_df.withColumns(stamp), tables.ACCOUNT_CLUSTERS)
-    alerts_df = fraud_ring_alerts(found.clusters_df, conf.similarity.min_ring_size)
-    alerts_df = alerts_df.localCheckpoint()
-    published = AlertSink(spark, conf).publish(alerts_df)
-    tables.ensure_table(spark, conf, tables.ALERTS)
-    store_new_alerts(spark, conf, alerts_df, int(time.time() * 1000), writer_id=WRITER)
+    published = raise_ring_alerts(spark, conf, found.clusters_df)
     _overwrite(spark, conf, found.common_df.withColumns(stamp), tables.COMMON_TOKENS)
     truth_df = (
         read_table(spark, conf, tables.GROUND_TRUTH)

@@ -697,7 +697,7 @@ class Simulator:
             t = rng.uniform(-history_s, latest)
             what = "a takeover from the fraudster's device"
             records += self._pattern_purchases(user, t, pattern, KNOWN_FRAUD_SCENARIO, what)
-        return records
+        return sorted(records, key=lambda r: r[0])  # heapq.merge takes sorted inputs
 
     def _repeat_pattern(self, user: User, t: float) -> Iterator[tuple[float, Record]]:
         """A known fraud again, on another account: the same device and shops."""

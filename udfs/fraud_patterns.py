@@ -129,7 +129,8 @@ class NewTokens(StatefulProcessor):
                 if times is None or times[1] < t_ms - self.habit_ms:
                     known[(account, token)] = [t_ms, t_ms]
                     held.add(token)
-                else:
+                else:  # a payment that arrived late can be the first use
+                    times[0] = min(times[0], t_ms)
                     times[1] = max(times[1], t_ms)
             new_tokens.append(
                 sorted(

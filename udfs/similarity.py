@@ -73,7 +73,7 @@ def behaviour_tokens(tokens: BehaviourTokens) -> Column:
 
 
 def account_token_sets(payments_df: DataFrame, tokens: BehaviourTokens) -> DataFrame:
-    """``account_id``, ``tokens`` (sorted, distinct), ``payments``, ``last_event_time``."""
+    """``account_id``, ``tokens`` (sorted, distinct), ``last_event_time``."""
     return (
         payments_df.select(
             F.col("user_id").alias("account_id"),
@@ -142,7 +142,10 @@ def similar_pairs(sets_df: DataFrame, params: SimilarityParams) -> DataFrame:
     """
     if sets_df.isEmpty():
         return sets_df.sparkSession.createDataFrame([], PAIR_COLUMNS_DDL)
-    vectorizer = CountVectorizer(inputCol="tokens", outputCol="features", binary=True)
+    # Every token gets a dimension (the default keeps 2^18, about one device per account).
+    vectorizer = CountVectorizer(
+        inputCol="tokens", outputCol="features", binary=True, vocabSize=MAX_VOCABULARY
+    )
     vectors_df = vectorizer.fit(sets_df).transform(sets_df).persist()
     try:
         lsh = MinHashLSH(
@@ -160,8 +163,10 @@ def similar_pairs(sets_df: DataFrame, params: SimilarityParams) -> DataFrame:
             F.array_sort(F.collect_list(F.struct("table", "min_hash"))).alias("signature")
         )
         pairs_df = (
+            # Spark keeps distances strictly below the threshold: a hair above, so a pair at
+            # exactly min_jaccard (3 of 5 tokens) is kept, then the exact check decides.
             lsh.approxSimilarityJoin(
-                hashed_df, hashed_df, 1.0 - params.min_jaccard, distCol="jaccard_distance"
+                hashed_df, hashed_df, 1.0 - params.min_jaccard + 1e-9, distCol="jaccard_distance"
             )
             .filter(F.col("datasetA.account_id") < F.col("datasetB.account_id"))
             .select(
@@ -192,12 +197,14 @@ def similar_pairs(sets_df: DataFrame, params: SimilarityParams) -> DataFrame:
                 exact_jaccard(F.col("tokens_a"), F.col("tokens_b")).alias("exact_jaccard"),
                 F.array_intersect("tokens_a", "tokens_b").alias("shared_tokens"),
             )
+            .filter(F.col("exact_jaccard") >= F.lit(params.min_jaccard - 1e-9))
             .localCheckpoint()
         )
     finally:
         vectors_df.unpersist()
 
 
+MAX_VOCABULARY = 2**31 - 1  # CountVectorizer keeps min(this, distinct tokens)
 PAIR_COLUMNS_DDL = (
     "account_a string, account_b string, estimated_jaccard double, exact_jaccard double, "
     "shared_tokens array<string>"

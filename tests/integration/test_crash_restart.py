@@ -87,10 +87,13 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, kaf
         out_of_order_rate=0.0,
         late_rate=0.0,
         no_location_rate=0.0,
-        # Payments from new devices (card testing, takeovers) have no fixes to find.
+        # Payments from new devices (card testing, takeovers, rings, repeats of known
+        # fraud) have no fixes to find.
         amount_outlier_rate=0.0,
         card_testing_per_hour=0.0,
         account_takeover_per_hour=0.0,
+        fraud_rings=0,
+        pattern_repeats_per_hour=0.0,
     )
     sim = Simulator(params, conf)
     sent = produce(sim.records(), conf.kafka.bootstrap_servers)

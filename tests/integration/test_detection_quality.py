@@ -21,7 +21,8 @@ pytestmark = pytest.mark.kafka
 def test_impossible_travel_precision_and_recall_on_simulated_traffic(spark, kafka_conf):
     conf = kafka_conf
     ensure_topics(conf)
-    # Travel only: payments from new devices (card testing, takeovers) have no fixes.
+    # Travel only: payments from new devices (card testing, takeovers, rings, repeats of
+    # known fraud) have no fixes.
     params = SimulationParams(
         seed=5,
         users=300,
@@ -30,6 +31,8 @@ def test_impossible_travel_precision_and_recall_on_simulated_traffic(spark, kafk
         amount_outlier_rate=0.0,
         card_testing_per_hour=0.0,
         account_takeover_per_hour=0.0,
+        fraud_rings=0,
+        pattern_repeats_per_hour=0.0,
     )
     sim = Simulator(params, conf)
     produce(sim.records(), conf.kafka.bootstrap_servers)

@@ -109,3 +109,16 @@ def test_model_trained_on_history_scores_the_next_period_in_the_stream(spark, ka
     assert len(ring_alert) == 1
     assert all(account in ring_alert[0].reason for account in ring_accounts)
     assert found.alerts_published == 1
+    # Published once to the alert topic, and not again when the same ring is found again.
+    assert find_rings(spark, conf).alerts_published == 0
+    stored = read_table(spark, conf, tables.ALERTS).filter(F.col("alert_type") == "fraud_ring")
+    assert stored.count() == 1
+    topic_df = (
+        spark.read.format("kafka")
+        .options(**conf.kafka_options())
+        .option("subscribe", conf.kafka.topics.potential_fraud)
+        .option("startingOffsets", "earliest")
+        .load()
+    )
+    keys = [bytes(r.key).decode() for r in topic_df.select("key").collect()]
+    assert keys.count(ring_alert[0].alert_id) == 1

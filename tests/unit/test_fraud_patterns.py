@@ -158,3 +158,29 @@ def test_matching_payments_become_similar_to_fraud_alerts(spark):
     assert alert.alert_type == "similar_to_fraud"
     assert "p-fraud" in alert.reason and "label known_fraud: u-1" in alert.reason
     assert alert.evidence["exact_jaccard"] == 3 / 5
+
+
+def test_the_matcher_picks_up_new_patterns_without_a_restart(spark, conf):
+    from txwatch.infra import tables
+    from txwatch.queries.fraud_similarity import PatternMatcher
+
+    matcher = PatternMatcher(spark, conf)
+    assert matcher.refresh(force=True) is None  # no patterns yet: nothing to match
+
+    def write_patterns(rows: list[tuple[str, list[str]]]) -> None:
+        tables.ensure_table(spark, conf, tables.FRAUD_PATTERNS)
+        df = spark.createDataFrame(
+            [(pid, "label known_fraud: u-1", tokens, 2, T0, T0, T0) for pid, tokens in rows],
+            tables.TABLES[tables.FRAUD_PATTERNS].schema,
+        )
+        df.write.format("delta").mode("overwrite").save(conf.table_path(tables.FRAUD_PATTERNS))
+
+    write_patterns([("p1", sorted(FRAUD))])
+    first = matcher.refresh(force=True)
+    assert first is not None and [p.pattern_id for p in first.value.patterns] == ["p1"]
+    assert matcher.refresh() is first  # within refresh_interval: not looked up again
+    write_patterns([("p1", sorted(FRAUD)), ("p2", ["device:d-z", "merchant:m-1", "cell:x"])])
+    second = matcher.refresh(force=True)
+    assert second is not first
+    assert sorted(p.pattern_id for p in second.value.patterns) == ["p1", "p2"]
+    assert second.value.best_match(set(FRAUD), set(FRAUD)) is not None

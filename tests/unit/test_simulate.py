@@ -16,8 +16,13 @@ NO_MODEL = {
 }
 
 
+# The similarity scenarios (tested in test_similarity and the model/similarity stream test).
+NO_SIMILARITY = {"fraud_rings": 0, "known_frauds": 0, "pattern_repeats_per_hour": 0.0}
+
+
 def run(conf, **overrides):
-    sim = Simulator(SimulationParams(users=60, duration_min=30, **overrides), conf)
+    params = SimulationParams(users=60, duration_min=30, **{**NO_SIMILARITY, **overrides})
+    sim = Simulator(params, conf)
     return sim, list(sim.records())
 
 

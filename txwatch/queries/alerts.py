@@ -40,13 +40,11 @@ def first_per_alert(messages_df: DataFrame) -> DataFrame:
     )
 
 
-def store_new_alerts(
-    spark: SparkSession, conf: Conf, alerts_df: DataFrame, batch_id: int, writer_id: str = NAME
-) -> None:
+def store_new_alerts(spark: SparkSession, conf: Conf, alerts_df: DataFrame, batch_id: int) -> None:
     """Append the alerts of ``alerts_df`` (one row per id) that ``alerts`` does not hold yet.
 
-    A batch job that raises alerts stores them with its own ``writer_id`` as well as
-    publishing them: this query then finds them stored and skips them.
+    A batch job that raises alerts (``similarity``) stores them itself before publishing
+    them: this query then finds them stored and skips them.
     """
     in_range = event_time_range(alerts_df)
     if in_range is None:
@@ -59,7 +57,7 @@ def store_new_alerts(
         .select("alert_id")
     )
     new_df = alerts_df.join(stored_df, on="alert_id", how="left_anti")
-    append_once(new_df, conf, tables.ALERTS, writer_id, batch_id)
+    append_once(new_df, conf, tables.ALERTS, NAME, batch_id)
 
 
 def batch_writer(spark: SparkSession, conf: Conf) -> Callable[[DataFrame, int], None]:
