@@ -1,5 +1,5 @@
 # The two commands: `make demo` and `make test`. Everything else is a step of theirs.
-.PHONY: setup demo test bench bench-metrics bench-latency bench-similarity lint kafka-start kafka-stop clean
+.PHONY: setup demo test bench bench-metrics bench-latency bench-similarity bench-anonymize lint kafka-start kafka-stop clean
 
 setup:
 	scripts/setup.sh
@@ -21,6 +21,9 @@ bench-latency: setup
 
 bench-similarity: setup
 	.venv/bin/python -m bench.similarity $(BENCH_ARGS)
+
+bench-anonymize: setup
+	.venv/bin/python -m bench.anonymize $(BENCH_ARGS)
 
 lint: setup
 	.venv/bin/ruff check jobs udfs txwatch tests bench

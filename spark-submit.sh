@@ -4,7 +4,7 @@
 #   ./spark-submit.sh <job> [job arguments...]
 #   ./spark-submit.sh --master spark://host:7077 stream --conf conf/cluster.yaml
 #
-# Jobs: stream, simulate, replay, train, similarity, evaluate, sql, maintain. `./spark-submit.sh <job> --help` lists a
+# Jobs: stream, simulate, replay, train, similarity, anonymize, evaluate, sql, maintain. `./spark-submit.sh <job> --help` lists a
 # job's arguments.
 #
 # Options before the job name:
@@ -22,7 +22,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-JOBS=(stream simulate replay train similarity evaluate sql maintain)
+JOBS=(stream simulate replay train similarity anonymize evaluate sql maintain)
 
 usage() {
   sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: install, start a local Kafka broker, simulate four hours of history, stream
 # them, train the outlier model on them, simulate and stream the next hour, look for rings
-# of similar accounts, summarize, stop.
+# of similar accounts, publish a k-anonymous release, summarize, stop.
 #
 # Starts from a fresh lake (./lake) and fresh topics each time, so the summary compares the
 # alerts with this run's ground truth. DEMO_KEEP_LAKE=1 keeps both and appends instead.
@@ -14,7 +14,7 @@ CONF="${DEMO_CONF:-conf/local.yaml}"
 started_at=$(date +%s)
 step() { echo; echo "=== demo [$(( $(date +%s) - started_at ))s] $*"; }
 
-step "1/8 setting up (virtualenv, Python packages, Spark and Kafka jars)"
+step "1/9 setting up (virtualenv, Python packages, Spark and Kafka jars)"
 scripts/setup.sh
 
 if [[ -z "${TXWATCH_TOKEN_KEY:-}" ]]; then
@@ -23,7 +23,7 @@ if [[ -z "${TXWATCH_TOKEN_KEY:-}" ]]; then
   echo "demo: TXWATCH_TOKEN_KEY not set; using a demo-only key for the simulated cards"
 fi
 
-step "2/8 starting the local Kafka broker"
+step "2/9 starting the local Kafka broker"
 broker_was_running=0
 if scripts/kafka-local.sh status >/dev/null 2>&1; then broker_was_running=1; fi
 scripts/kafka-local.sh start
@@ -52,27 +52,30 @@ print(f"demo: topics ready on {conf.kafka.bootstrap_servers}")
 PY
 
 START="2026-01-05T11:00:00Z"
-step "3/8 simulating users and four hours of their payments (history) into Kafka"
+step "3/9 simulating users and four hours of their payments (history) into Kafka"
 # shellcheck disable=SC2086
 ./spark-submit.sh simulate --conf "$CONF" --start "$START" --phase history ${DEMO_SIM_ARGS:-}
 
-step "4/8 streaming the history (--available-now: until the backlog is processed)"
+step "4/9 streaming the history (--available-now: until the backlog is processed)"
 ./spark-submit.sh stream --conf "$CONF" --available-now
 
-step "5/8 training the outlier model on the history, and indexing its known fraud"
+step "5/9 training the outlier model on the history, and indexing its known fraud"
 ./spark-submit.sh train --conf "$CONF" --until "$START"
 # The history's labelled fraud becomes the patterns the stream compares activity with.
 ./spark-submit.sh similarity --conf "$CONF" --until "$START"
 
-step "6/8 simulating the next hour (phones, payments, injected fraud and incidents)"
+step "6/9 simulating the next hour (phones, payments, injected fraud and incidents)"
 # shellcheck disable=SC2086
 ./spark-submit.sh simulate --conf "$CONF" --start "$START" --phase period ${DEMO_SIM_ARGS:-}
 
-step "7/8 streaming the hour, scored by the model just trained and the known fraud patterns"
+step "7/9 streaming the hour, scored by the model just trained and the known fraud patterns"
 ./spark-submit.sh stream --conf "$CONF" --available-now
 
-step "8/8 looking for rings of similar accounts (MinHash LSH over the payments)"
+step "8/9 looking for rings of similar accounts (MinHash LSH over the payments)"
 ./spark-submit.sh similarity --conf "$CONF"
+
+step "9/9 publishing a k-anonymous release of the transactions (Mondrian)"
+./spark-submit.sh anonymize --conf "$CONF"
 
 step "summary"
 ./spark-submit.sh evaluate --conf "$CONF"

@@ -166,6 +166,30 @@ def card_number_hits(df: DataFrame) -> int:
     return df.filter(has_card_number).count()
 
 
+def print_anonymization(spark: SparkSession, conf: Conf) -> None:
+    """The newest ``anonymization_report`` row."""
+    if not table_exists(spark, conf, tables.ANONYMIZATION_REPORT):
+        print("\nNo anonymization_report: ./spark-submit.sh anonymize publishes a release.")
+        return
+    r = (
+        read_table(spark, conf, tables.ANONYMIZATION_REPORT)
+        .orderBy(F.desc("run_at"))
+        .limit(1)
+        .collect()[0]
+    )
+    print(
+        f"\nk-anonymous release (transactions_anonymized, {r.run_at:%Y-%m-%d %H:%M}): k "
+        f"{r.k_requested} requested, {r.k_reached} reached; {r.rows_released:,} of "
+        f"{r.rows_in:,} rows released ({r.suppression_rate:.2%} suppressed) in "
+        f"{r.classes:,} classes of {r.average_class_size:.1f} rows on average\n"
+        f"  information loss: NCP {r.ncp:.3f} (full-domain generalization to the same k: "
+        f"{r.full_domain_ncp:.3f}), discernibility {r.discernibility:,.0f}\n"
+        f"  l-diversity of {r.sensitive_attribute}: {r.l_diversity} "
+        f"({r.l_diverse_share:.0%} of the classes hold both values); quasi-identifiers: "
+        f"{', '.join(r.quasi_identifiers)}"
+    )
+
+
 def print_rings(spark: SparkSession, conf: Conf, shown: int = 5) -> None:
     """The rings of the newest similarity run (``account_clusters``), largest first."""
     if not table_exists(spark, conf, tables.ACCOUNT_CLUSTERS):
@@ -250,6 +274,7 @@ def summarize(spark: SparkSession, conf: Conf, min_precision: float, min_recall:
             print(f"  {row.reason:<36} {row['count']:>8,}")
 
     print_rings(spark, conf)
+    print_anonymization(spark, conf)
 
     if table_exists(spark, conf, tables.GROUND_TRUTH):
         truth_df = read_table(spark, conf, tables.GROUND_TRUTH)

@@ -35,13 +35,10 @@ def haversine_m_py(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 GEOHASH_ALPHABET = "0123456789bcdefghjkmnpqrstuvwxyz"
 
 
-def geohash(lat: Column, lon: Column, precision: int) -> Column:
-    """The geohash of a point, ``precision`` characters (5: cells of about 4.9 x 4.9 km).
-
-    Native expressions: the cell indices of latitude and longitude, their bits interleaved
-    (longitude first, as geohash does), read five bits per character. Null for a null
-    coordinate.
-    """
+def geohash_code(lat: Column, lon: Column, precision: int) -> Column:
+    """The geohash's ``5 * precision`` bits as a number: cells of one prefix are one
+    contiguous range of codes (a Z-order curve). Native expressions: the cell indices of
+    latitude and longitude, their bits interleaved (longitude first, as geohash does)."""
     if not 1 <= precision <= 12:
         raise ValueError(f"geohash precision must be 1-12, not {precision}")
     bits = 5 * precision
@@ -59,6 +56,13 @@ def geohash(lat: Column, lon: Column, precision: int) -> Column:
         )
         bit = F.shiftright(index, n_bits - 1 - j).bitwiseAND(F.lit(1))
         code = code.bitwiseOR(F.shiftleft(bit, bits - 1 - k))
+    return code
+
+
+def geohash(lat: Column, lon: Column, precision: int) -> Column:
+    """The geohash of a point, ``precision`` characters (5: cells of about 4.9 x 4.9 km):
+    ``geohash_code`` read five bits per character. Null for a null coordinate."""
+    code = geohash_code(lat, lon, precision)
     alphabet = F.array(*[F.lit(ch) for ch in GEOHASH_ALPHABET])
     chars = [
         F.element_at(

@@ -233,3 +233,39 @@ COMMON_TOKENS = _schema(
     ("accounts", LONG),
     ("computed_at", TIMESTAMP),
 )
+
+# `./spark-submit.sh anonymize` (txwatch/anonymize.py): the k-anonymous release, replaced by
+# every run. No identifier; the four quasi-identifiers generalized; is_flagged sensitive.
+TRANSACTIONS_ANONYMIZED = _schema(
+    ("location_cell", STRING),  # geohash prefix, "*" for anywhere
+    # "hour 2026-01-05 11:00", "part_of_day ...", "day ...", "week ...", "days A to B"
+    ("time_slot", STRING),
+    ("amount_range", STRING),  # "[20, 50)" (EUR)
+    ("merchant_category_group", STRING),  # the category, "group <name>" or "*"
+    ("currency", STRING),
+    ("status", STRING),
+    ("channel", STRING),
+    ("has_location", BOOLEAN),
+    ("is_flagged", BOOLEAN),  # an alert was raised on the payment (the sensitive attribute)
+)
+# One row per anonymize run.
+ANONYMIZATION_REPORT = _schema(
+    ("run_at", TIMESTAMP),
+    ("k_requested", INT),
+    ("k_reached", INT),  # the smallest equivalence class
+    ("rows_in", LONG),
+    ("rows_released", LONG),
+    ("suppressed", LONG),
+    ("suppression_rate", DOUBLE),
+    ("classes", LONG),
+    ("average_class_size", DOUBLE),
+    ("discernibility", DOUBLE),  # Bayardo & Agrawal: sum of |E|^2, |D| per suppressed row
+    ("ncp", DOUBLE),  # normalized certainty penalty of the released rows, 0 exact .. 1 none
+    ("full_domain_ncp", DOUBLE),  # the same for the naive full-domain generalization
+    ("l_diversity", INT),  # distinct is_flagged values in the least diverse class
+    ("l_diverse_share", DOUBLE),  # share of classes holding both values
+    ("quasi_identifiers", T.ArrayType(STRING)),
+    ("sensitive_attribute", STRING),
+    ("algorithm", STRING),
+    ("rounds", INT),
+)

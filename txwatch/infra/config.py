@@ -17,6 +17,7 @@ from typing import Any, cast
 import yaml
 
 from txwatch.infra.errors import UserError
+from udfs.anonymity import Hierarchies
 from udfs.similarity import BehaviourTokens, SimilarityParams
 from udfs.travel import ImpossibleTravelRule, TravelJoin
 
@@ -131,6 +132,35 @@ class SimilarityConf:
 
 
 @dataclass(frozen=True)
+class AnonymizeConf:
+    """The k-anonymous release (``jobs/anonymize.py``); see ``anonymize`` in conf/base.yaml."""
+
+    k: int
+    min_location_precision: int
+    max_suppression: float
+    geohash_precision: int
+    amount_edges: str
+    category_groups: str
+
+    def hierarchies(self) -> Hierarchies:
+        try:
+            edges = tuple(float(e) for e in self.amount_edges.split(",") if e.strip())
+            groups = dict(
+                (part.split(":")[0].strip(), part.split(":")[1].strip())
+                for part in self.category_groups.split(",")
+                if part.strip()
+            )
+        except (ValueError, IndexError):
+            raise ConfigError(
+                "conf.anonymize: amount_edges must be numbers separated by commas and "
+                "category_groups category:group pairs separated by commas"
+            ) from None
+        if list(edges) != sorted(set(edges)) or not edges:
+            raise ConfigError("conf.anonymize.amount_edges must be ascending and distinct")
+        return Hierarchies(self.geohash_precision, edges, groups)
+
+
+@dataclass(frozen=True)
 class DeltaConf:
     maintenance_interval: str
     table_properties: dict[str, str] = field(default_factory=dict)
@@ -158,6 +188,7 @@ class Conf:
     metrics: MetricsConf
     model: ModelConf
     similarity: SimilarityConf
+    anonymize: AnonymizeConf
     delta: DeltaConf
     privacy: PrivacyConf
     spark: SparkConf
@@ -334,6 +365,7 @@ _NESTED: dict[tuple[type, str], type] = {
     (Conf, "metrics"): MetricsConf,
     (Conf, "model"): ModelConf,
     (Conf, "similarity"): SimilarityConf,
+    (Conf, "anonymize"): AnonymizeConf,
     (Conf, "delta"): DeltaConf,
     (Conf, "privacy"): PrivacyConf,
     (Conf, "spark"): SparkConf,

@@ -31,6 +31,8 @@ SIMILAR_ACCOUNTS = "similar_accounts"
 ACCOUNT_CLUSTERS = "account_clusters"
 FRAUD_PATTERNS = "fraud_patterns"
 COMMON_TOKENS = "common_tokens"
+TRANSACTIONS_ANONYMIZED = "transactions_anonymized"
+ANONYMIZATION_REPORT = "anonymization_report"
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,19 @@ TABLES = {
             schemas.COMMON_TOKENS,
             "behaviour tokens too many accounts share to say anything; left out of comparisons",
             ("token",),
+        ),
+        TableSpec(
+            TRANSACTIONS_ANONYMIZED,
+            schemas.TRANSACTIONS_ANONYMIZED,
+            "k-anonymous release of the transactions: no identifier, place, time, amount and "
+            "category generalized so that every combination holds at least k rows",
+            ("time_slot",),
+        ),
+        TableSpec(
+            ANONYMIZATION_REPORT,
+            schemas.ANONYMIZATION_REPORT,
+            "one row per anonymize run: k reached, suppression, information loss, l-diversity",
+            ("run_at",),
         ),
         TableSpec(
             GROUND_TRUTH,
