@@ -237,7 +237,10 @@ def release(
     rows_df: DataFrame, k: int, hierarchies: Hierarchies, min_location_precision: int
 ) -> tuple[DataFrame, int, int]:
     """Mondrian partitions of ``rows_df`` generalized; partitions beyond the limits
-    suppressed. Returns (released rows with ``ncp``, rows suppressed, rounds)."""
+    suppressed, and classes whose rows are all flagged (anyone known to be in one would be
+    known to have been flagged: the disclosure l-diversity guards against; a class of
+    unflagged rows discloses nothing). Returns (released rows with ``ncp``, rows
+    suppressed, rounds)."""
     parted_df, rounds = mondrian(rows_df, k, hierarchies.geohash_precision)
     span = rows_df.agg(F.max("epoch_s") - F.min("epoch_s")).collect()[0][0] or 0.0
     gen_df = generalized(_partition_stats(parted_df, float(span)), hierarchies)
@@ -245,11 +248,18 @@ def release(
         F.length("location_cell") < min_location_precision
     )
     kept_df = gen_df.filter(~beyond_limits)
-    released_df = (
-        parted_df.join(F.broadcast(kept_df), "partition_id", how="inner")
-        .select(*QUASI_IDENTIFIERS, *PAYLOAD, "ncp")
-        .localCheckpoint()
+    generalized_df = parted_df.join(F.broadcast(kept_df), "partition_id", how="inner").select(
+        *QUASI_IDENTIFIERS, *PAYLOAD, "ncp"
     )
+    all_flagged_df = (
+        generalized_df.groupBy(*QUASI_IDENTIFIERS)
+        .agg(F.min(F.col(SENSITIVE).cast("int")).alias("_all"))
+        .filter(F.col("_all") == 1)
+        .select(*QUASI_IDENTIFIERS)
+    )
+    released_df = generalized_df.join(
+        all_flagged_df, list(QUASI_IDENTIFIERS), how="left_anti"
+    ).localCheckpoint()
     suppressed = rows_df.count() - released_df.count()
     return released_df, suppressed, rounds
 
