@@ -5,7 +5,8 @@ from conf):
 
 - location: the payment's place as a geohash, cut to a shorter prefix (finer first);
 - event time: hour, part of the day, day, week;
-- amount: bands (edges from conf), merged into wider aligned ranges;
+- amount: bands (edges from conf, the first 0), merged into the narrowest range of edges
+  holding a partition's amounts (ranges of different classes may overlap);
 - merchant category: the category, its group, any.
 
 Partitioning (``txwatch.anonymize``) follows Mondrian: K. LeFevre, D. J. DeWitt,
@@ -85,6 +86,13 @@ def _common_prefix(low: Column, high: Column, length: int) -> Column:
     return prefix
 
 
+def _edge_text(edge: Column) -> Column:
+    """A band edge as written in conf: ``20``, ``2.5`` (no thousands separator)."""
+    return F.when(edge == F.floor(edge), edge.cast("long").cast("string")).otherwise(
+        edge.cast("string")
+    )
+
+
 def generalized(stats_df: DataFrame, hierarchies: Hierarchies) -> DataFrame:
     """Per partition (its min/max of every dimension and geohash), the published values.
 
@@ -133,8 +141,8 @@ def generalized(stats_df: DataFrame, hierarchies: Hierarchies) -> DataFrame:
     high = F.when(F.size(high_candidates) > 0, F.element_at(high_candidates, 1))
     amount_range = F.format_string(
         "[%s, %s)",
-        F.format_number(F.coalesce(low, F.lit(0.0)), 0),
-        F.coalesce(F.format_number(high, 0), F.lit("inf")),
+        _edge_text(F.coalesce(low, F.lit(0.0))),
+        F.coalesce(_edge_text(high), F.lit("inf")),
     ).alias("amount_range")
     bands_used = F.size(
         F.filter(

@@ -71,23 +71,6 @@ def test_every_class_holds_k_rows_and_mondrian_loses_less_than_full_domain(
     assert 0 <= report.ncp < naive
 
 
-def test_a_class_of_flagged_payments_only_is_suppressed(spark, base_conf):
-    hierarchies = base_conf.anonymize.hierarchies()
-    rng = random.Random(2)
-    paris = [
-        (48.85 + rng.gauss(0, 0.01), 2.35 + rng.gauss(0, 0.01), T0, 20.0, "cafe", False)
-        for _ in range(30)
-    ]
-    berlin = [(52.52, 13.405, T0, 900.0, "electronics", True) for _ in range(10)]
-    df = spark.createDataFrame(
-        [(*r[:5], "EUR", "approved", "chip", True, r[5]) for r in paris + berlin], COLUMNS
-    )
-    rows = with_dimensions(df, hierarchies).select(*DIMENSIONS, "_geohash", *PAYLOAD)
-    released_df, suppressed, _ = release(rows, 5, hierarchies, min_location_precision=2)
-    assert suppressed == 10
-    assert released_df.filter("is_flagged").count() == 0
-
-
 def test_a_partition_is_published_with_the_most_specific_nodes(spark, base_conf):
     hierarchies = base_conf.anonymize.hierarchies()
     stats = spark.createDataFrame(

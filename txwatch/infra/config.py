@@ -155,8 +155,14 @@ class AnonymizeConf:
                 "conf.anonymize: amount_edges must be numbers separated by commas and "
                 "category_groups category:group pairs separated by commas"
             ) from None
-        if list(edges) != sorted(set(edges)) or not edges:
-            raise ConfigError("conf.anonymize.amount_edges must be ascending and distinct")
+        if list(edges) != sorted(set(edges)) or not edges or edges[0] != 0:
+            raise ConfigError(
+                "conf.anonymize.amount_edges must start at 0 and be ascending and distinct"
+            )
+        if not 1 <= self.min_location_precision <= self.geohash_precision <= 12:
+            raise ConfigError(
+                "conf.anonymize: need 1 <= min_location_precision <= geohash_precision <= 12"
+            )
         return Hierarchies(self.geohash_precision, edges, groups)
 
 
