@@ -180,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     stray = [c for c in rings_found if not c & ring_accounts]
     print(
         f"\nbench.similarity: {args.accounts:,} accounts, one week\n"
-        f"  accounts compared (enough uncommon tokens): {found.compared_df.count():,} "
-        f"of {found.sets_df.count():,}; common tokens left out: {found.common_df.count():,}\n"
+        f"  accounts compared (enough uncommon tokens): {found.compared:,} "
+        f"of {found.accounts:,}; common tokens left out: {found.common_df.count():,}\n"
         f"  candidate pairs (same bucket in a table, per table): {int(candidates or 0):,}; "
         f"largest bucket {largest}\n"
         f"  similar pairs (exact Jaccard >= {cfg.min_jaccard}): {pairs:,}; clusters "

@@ -99,17 +99,22 @@ def clusters_from_pairs(
     membership_df = spark.createDataFrame(
         list(component.items()) or [("", "")], "account_id string, root string"
     ).filter(F.col("account_id") != "")
-    members_df = membership_df.groupBy("root").agg(
-        F.array_sort(F.collect_list("account_id")).alias("members")
+    member_sets_df = membership_df.join(sets_df, "account_id", how="inner")
+    clusters_df = member_sets_df.groupBy("root").agg(
+        F.array_sort(F.collect_list("account_id")).alias("members"),
+        F.max("last_event_time").alias("last_event_time"),
     )
     cluster_id = F.substring(F.sha2(F.concat_ws(",", "members"), 256), 1, 16)
-    clusters_df = members_df.select(
-        "root", cluster_id.alias("cluster_id"), "members", F.size("members").alias("size")
+    clusters_df = clusters_df.select(
+        "root",
+        cluster_id.alias("cluster_id"),
+        "members",
+        F.size("members").alias("size"),
+        "last_event_time",
     )
     # Tokens of the members, counted per cluster: those at least half of them (and two) hold.
     token_counts_df = (
-        membership_df.join(sets_df, "account_id", how="inner")
-        .select("root", F.explode("tokens").alias("token"), "last_event_time")
+        member_sets_df.select("root", F.explode("tokens").alias("token"))
         .groupBy("root", "token")
         .agg(F.count("*").alias("holders"))
     )
@@ -120,11 +125,6 @@ def clusters_from_pairs(
         .agg(F.sort_array(F.collect_list(F.struct(-F.col("holders"), F.col("token")))).alias("_s"))
         .select("root", F.transform("_s", lambda s: s["token"]).alias("shared_tokens"))
     )
-    last_df = (
-        membership_df.join(sets_df, "account_id", how="inner")
-        .groupBy("root")
-        .agg(F.max("last_event_time").alias("last_event_time"))
-    )
     pair_stats_df = (
         pairs_df.join(membership_df.withColumnRenamed("account_id", "account_a"), "account_a")
         .groupBy("root")
@@ -132,7 +132,6 @@ def clusters_from_pairs(
     )
     return (
         clusters_df.join(shared_df, "root", how="left")
-        .join(last_df, "root", how="left")
         .join(pair_stats_df, "root", how="left")
         .select(
             "cluster_id",
@@ -303,6 +302,8 @@ class Similarity:
     compared_df: DataFrame  # the accounts compared, common tokens removed
     pairs_df: DataFrame  # similar pairs (account_a < account_b)
     clusters_df: DataFrame  # connected components
+    accounts: int  # rows of sets_df
+    compared: int  # rows of compared_df
 
 
 def compare_accounts(spark: SparkSession, conf: Conf, payments_df: DataFrame) -> Similarity:
@@ -311,14 +312,15 @@ def compare_accounts(spark: SparkSession, conf: Conf, payments_df: DataFrame) ->
     sets_df = account_token_sets(payments_df, cfg.tokens()).localCheckpoint()
     common_df = common_tokens(sets_df, cfg.params()).localCheckpoint()
     compared_df = filter_common(sets_df, cfg.params(), common_df).localCheckpoint()
+    accounts, compared = sets_df.count(), compared_df.count()
     print(
-        f"similarity: {sets_df.count():,} accounts, {compared_df.count():,} with enough "
-        f"uncommon tokens to compare ({common_df.count():,} common tokens left out)",
+        f"similarity: {accounts:,} accounts, {compared:,} with enough uncommon tokens to "
+        f"compare ({common_df.count():,} common tokens left out)",
         flush=True,
     )
     pairs_df = similar_pairs(compared_df, cfg.params())
     clusters_df = clusters_from_pairs(spark, pairs_df, compared_df, conf).localCheckpoint()
-    return Similarity(sets_df, common_df, compared_df, pairs_df, clusters_df)
+    return Similarity(sets_df, common_df, compared_df, pairs_df, clusters_df, accounts, compared)
 
 
 def find_rings(
@@ -353,8 +355,8 @@ def find_rings(
     return RingResult(
         window_start,
         window_end,
-        found.sets_df.count(),
-        found.compared_df.count(),
+        found.accounts,
+        found.compared,
         found.pairs_df.count(),
         found.clusters_df.count(),
         rings,

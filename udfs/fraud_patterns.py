@@ -32,10 +32,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql.streaming.stateful_processor import StatefulProcessor, StatefulProcessorHandle
 
 from udfs.alerts import severity_from_score, to_alerts
+from udfs.bucket_state import batch_rows, customer_bucket, from_ipc, to_ipc
 from udfs.similarity import BehaviourTokens, behaviour_tokens
 
 ALERT_TYPE_SIMILAR_TO_FRAUD = "similar_to_fraud"
-BUCKETS = 64  # customers share a stateful key, as in udfs.velocity (cost is per key)
+BUCKET_COLUMN = "similarity_bucket"  # customers share a key: udfs.bucket_state
 # Tokens of the matched pattern named in the reason.
 REASON_TOKENS = 5
 
@@ -106,11 +107,8 @@ class NewTokens(StatefulProcessor):
         rows: Iterator[Any],
         timerValues: Any,  # noqa: N803
     ) -> Iterator[Any]:
-        import pandas as pd
 
-        frames = list(rows)
-        df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-        df = df.drop(columns=["similarity_bucket"])
+        df = batch_rows(rows, BUCKET_COLUMN)
         df["_ms"] = df["event_time"].to_numpy(dtype="datetime64[ms]").astype("int64")
         df = df.sort_values(["_ms", "transaction_id"], kind="stable").reset_index(drop=True)
         stored = self.state.get() if self.state.exists() else None
@@ -147,9 +145,7 @@ class NewTokens(StatefulProcessor):
 
 
 def _read_tokens(blob: Any) -> dict[tuple[str, str], list[int]]:
-    import pyarrow as pa
-
-    table = pa.ipc.open_stream(bytes(blob)).read_all()
+    table = from_ipc(blob)
     columns = [table.column(name).to_pylist() for name in ("user_id", "token", "first", "last")]
     return {(u, t): [f, la] for u, t, f, la in zip(*columns, strict=True)}
 
@@ -158,7 +154,7 @@ def _write_tokens(known: dict[tuple[str, str], list[int]]) -> bytes:
     import pyarrow as pa
 
     keys, times = list(known), list(known.values())
-    table = pa.table(
+    return to_ipc(
         {
             "user_id": pa.array([k[0] for k in keys], pa.string()),
             "token": pa.array([k[1] for k in keys], pa.string()),
@@ -166,18 +162,14 @@ def _write_tokens(known: dict[tuple[str, str], list[int]]) -> bytes:
             "last": pa.array([t[1] for t in times], pa.int64()),
         }
     )
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return bytes(sink.getvalue().to_pybytes())
 
 
 def new_tokens_stream(payments_df: DataFrame, new_s: float, habit_s: float) -> DataFrame:
     """Streaming payments (``with_payment_tokens``) with their account's new tokens."""
-    bucket = F.pmod(F.xxhash64("user_id"), F.lit(BUCKETS)).alias("similarity_bucket")
+    bucket = customer_bucket(BUCKET_COLUMN)
     return (
         payments_df.select(*[name for name, _ in PAYMENT_COLUMNS], bucket)
-        .groupBy("similarity_bucket")
+        .groupBy(BUCKET_COLUMN)
         .transformWithStateInPandas(
             statefulProcessor=NewTokens(new_s, habit_s),
             outputStructType=NEW_TOKENS_SCHEMA,
@@ -207,6 +199,7 @@ class PatternIndex:
     _lsh: Any = field(init=False, repr=False)
     _signatures: dict[str, Any] = field(init=False, repr=False)
     _all_tokens: frozenset[str] = field(init=False, repr=False)
+    _by_id: dict[str, Pattern] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         from datasketch import LeanMinHash, MinHashLSH
@@ -224,6 +217,7 @@ class PatternIndex:
             self._signatures[pattern.pattern_id] = signature
             self._lsh.insert(pattern.pattern_id, signature)
         self._all_tokens = frozenset().union(*[p.tokens for p in self.patterns])
+        self._by_id = {p.pattern_id: p for p in self.patterns}
 
     def minhash(self, tokens: frozenset[str] | set[str]) -> Any:
         from datasketch import MinHash
@@ -241,9 +235,8 @@ class PatternIndex:
             return None
         signature = self.minhash(new)
         best = None
-        by_id = {p.pattern_id: p for p in self.patterns}
         for pattern_id in self._lsh.query(signature):
-            pattern = by_id[pattern_id]
+            pattern = self._by_id[pattern_id]
             shared = new & pattern.tokens
             exact = len(shared) / len(new | pattern.tokens)
             kinds = {token.split(":", 1)[0] for token in shared}

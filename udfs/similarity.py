@@ -23,8 +23,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pyspark.sql.functions as F
-from pyspark.ml.feature import CountVectorizer, MinHashLSH
-from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame
 
 from udfs.geo import geohash
@@ -102,10 +100,7 @@ def common_tokens(sets_df: DataFrame, params: SimilarityParams) -> DataFrame:
 def filter_common(
     sets_df: DataFrame, params: SimilarityParams, common_df: DataFrame | None = None
 ) -> DataFrame:
-    """Token sets without the common tokens; accounts left with too few dropped.
-
-    Adds ``common_tokens``: how many of the account's tokens were dropped as common.
-    """
+    """Token sets without the common tokens; accounts left with too few dropped."""
     if common_df is None:
         common_df = common_tokens(sets_df, params)
     common_set_df = common_df.agg(F.collect_set("token").alias("common"))
@@ -114,7 +109,6 @@ def filter_common(
         .select(
             "account_id",
             F.array_except("tokens", "common").alias("tokens"),
-            F.size(F.array_intersect("tokens", "common")).alias("common_tokens"),
             "last_event_time",
         )
         .filter(F.size("tokens") >= params.min_tokens)
@@ -140,6 +134,11 @@ def similar_pairs(sets_df: DataFrame, params: SimilarityParams) -> DataFrame:
     hashes the two accounts have in common (what LSH saw), ``exact_jaccard`` the truth.
     Each pair once (``account_a < account_b``).
     """
+    # Imported here: pyspark.ml costs 0.4 s, and every job imports this module's
+    # dataclasses through the conf.
+    from pyspark.ml.feature import CountVectorizer, MinHashLSH
+    from pyspark.ml.functions import vector_to_array
+
     if sets_df.isEmpty():
         return sets_df.sparkSession.createDataFrame([], PAIR_COLUMNS_DDL)
     # Every token gets a dimension (the default keeps 2^18, about one device per account).
