@@ -778,7 +778,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--model-registry",
-        help="MLflow registry the model_scoring query loads its model from, e.g. the demo's "
+        help="MLflow registry the payment_scoring query loads its model from, e.g. the demo's "
         "sqlite:///$PWD/lake/_mlflow/mlflow.db (default: the bench lake's own, which holds "
         "no model: payments pass unscored)",
     )

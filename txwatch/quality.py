@@ -238,7 +238,7 @@ def model_scores(
     from pyspark.ml.evaluation import BinaryClassificationEvaluator
 
     from txwatch import model, registry
-    from txwatch.queries.model_scoring import load
+    from txwatch.model_scorer import load
     from udfs.model_features import as_seen
     from udfs.velocity import with_velocity
 

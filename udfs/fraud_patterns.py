@@ -7,10 +7,11 @@ similarity job writes them to ``fraud_patterns``, with the tokens too common to 
 anything (``common_tokens``).
 
 In the stream each account's *new* tokens (first used within ``similarity.new_window``,
-not in the ``similarity.habit_window`` before: ``NewTokens``, a stateful operator keyed by a
-bucket of accounts) are hashed with datasketch's ``MinHash`` and looked up in a datasketch
-``MinHashLSH`` index of the patterns (``PatternIndex``, built on the driver, broadcast to
-the executors, rebuilt when the patterns change). The index only finds candidates; the
+not in the ``similarity.habit_window`` before: ``add_new_tokens``, a step of the stateful
+operator of ``udfs.payment_history``, keyed by a bucket of accounts) are hashed with
+datasketch's ``MinHash`` and looked up in a datasketch ``MinHashLSH`` index of the
+patterns (``PatternIndex``, built on the driver, broadcast to the executors, rebuilt when
+the patterns change). The index only finds candidates; the
 patterns' token sets are at hand, so each candidate is checked exactly: a payment whose
 account's new tokens are at least ``similarity.pattern_min_jaccard`` alike a pattern and
 that itself brings tokens of the pattern is a match, when what they share is of at least
@@ -29,14 +30,11 @@ from typing import Any
 import pyspark.sql.functions as F
 import pyspark.sql.types as T
 from pyspark.sql import DataFrame
-from pyspark.sql.streaming.stateful_processor import StatefulProcessor, StatefulProcessorHandle
 
 from udfs.alerts import severity_from_score, to_alerts
-from udfs.bucket_state import batch_rows, customer_bucket, from_ipc, to_ipc
-from udfs.similarity import BehaviourTokens, behaviour_tokens
+from udfs.bucket_state import from_ipc, to_ipc
 
 ALERT_TYPE_SIMILAR_TO_FRAUD = "similar_to_fraud"
-BUCKET_COLUMN = "similarity_bucket"  # customers share a key: udfs.bucket_state
 # Tokens of the matched pattern named in the reason.
 REASON_TOKENS = 5
 
@@ -54,10 +52,6 @@ PAYMENT_COLUMNS = (
     ("event_time", T.TimestampType()),
     ("tokens", T.ArrayType(T.StringType())),
 )
-NEW_TOKENS_SCHEMA = T.StructType(
-    [T.StructField(name, data_type) for name, data_type in PAYMENT_COLUMNS]
-    + [T.StructField("new_tokens", T.ArrayType(T.StringType()))]
-)
 MATCH_SCHEMA = T.StructType(
     [T.StructField(name, data_type) for name, data_type in PAYMENT_COLUMNS]
     + [
@@ -72,76 +66,46 @@ MATCH_SCHEMA = T.StructType(
 STATE_SCHEMA = T.StructType([T.StructField("tokens", T.BinaryType())])
 
 
-def with_payment_tokens(payments_df: DataFrame, tokens: BehaviourTokens) -> DataFrame:
-    """Valid payments -> the columns ``RecentTokens`` needs, with each payment's tokens."""
-    return payments_df.select(
-        *[name for name, _ in PAYMENT_COLUMNS if name != "tokens"],
-        behaviour_tokens(tokens).alias("tokens"),
-    )
+def add_new_tokens(df: Any, stored: bytes | None, new_ms: int, habit_ms: int) -> tuple[Any, bytes]:
+    """A bucket's new payments (pandas, with ``tokens``) with ``new_tokens``, and the state
+    to keep.
 
-
-class NewTokens(StatefulProcessor):
-    """Adds ``new_tokens``: the account's tokens first used within ``new_s`` before a payment.
-
-    A token is *new* for an account from its first use until ``new_s`` later; one the
-    account has not used for ``habit_s`` is forgotten, and new again when used again. So a
+    A payment's new tokens are its account's tokens first used within ``new_ms`` before
+    it. A token is *new* for an account from its first use until ``new_ms`` later; one the
+    account has not used for ``habit_ms`` is forgotten, and new again when used again. So a
     customer's usual shop, device and neighbourhood are never new, and a takeover's device
-    and shops are, for ``new_s``: what the stream compares with the patterns, which are
+    and shops are, for ``new_ms``: what the stream compares with the patterns, which are
     built the same way (an incident's tokens less the account's other tokens).
 
-    Keyed by a bucket of accounts; the state is one value per bucket: its accounts' tokens
-    with the time each was first and last used (Arrow IPC bytes), about 40 bytes per
-    account and token. A payment sees the payments of its account that arrived before it.
+    ``stored`` is the bucket's state (None at first): its accounts' tokens with the time
+    each was first and last used (Arrow IPC bytes), about 40 bytes per account and token.
+    A payment sees the payments of its account that arrived before it.
     """
-
-    def __init__(self, new_s: float, habit_s: float) -> None:
-        self.new_ms = int(new_s * 1000)
-        self.habit_ms = int(habit_s * 1000)
-
-    def init(self, handle: StatefulProcessorHandle) -> None:
-        self.state = handle.getValueState("account_tokens", STATE_SCHEMA)
-
-    def handleInputRows(  # noqa: N802 (Spark's API names)
-        self,
-        key: Any,
-        rows: Iterator[Any],
-        timerValues: Any,  # noqa: N803
-    ) -> Iterator[Any]:
-
-        df = batch_rows(rows, BUCKET_COLUMN)
-        df["_ms"] = df["event_time"].to_numpy(dtype="datetime64[ms]").astype("int64")
-        df = df.sort_values(["_ms", "transaction_id"], kind="stable").reset_index(drop=True)
-        stored = self.state.get() if self.state.exists() else None
-        # (account, token) -> [first use, last use], in ms of event time.
-        known: dict[tuple[str, str], list[int]] = (
-            _read_tokens(stored[0]) if stored is not None else {}
+    df["_ms"] = df["event_time"].to_numpy(dtype="datetime64[ms]").astype("int64")
+    df = df.sort_values(["_ms", "transaction_id"], kind="stable").reset_index(drop=True)
+    # (account, token) -> [first use, last use], in ms of event time.
+    known: dict[tuple[str, str], list[int]] = _read_tokens(stored) if stored is not None else {}
+    by_account: dict[str, set[str]] = {}
+    for account, token in known:
+        by_account.setdefault(account, set()).add(token)
+    new_tokens: list[list[str]] = []
+    for account, t_ms, tokens in zip(df["user_id"], df["_ms"], df["tokens"], strict=True):
+        held = by_account.setdefault(account, set())
+        for token in tokens:
+            times = known.get((account, token))
+            if times is None or times[1] < t_ms - habit_ms:
+                known[(account, token)] = [t_ms, t_ms]
+                held.add(token)
+            else:  # a payment that arrived late can be the first use
+                times[0] = min(times[0], t_ms)
+                times[1] = max(times[1], t_ms)
+        new_tokens.append(
+            sorted(token for token in held if t_ms - new_ms <= known[(account, token)][0] <= t_ms)
         )
-        by_account: dict[str, set[str]] = {}
-        for account, token in known:
-            by_account.setdefault(account, set()).add(token)
-        new_tokens: list[list[str]] = []
-        for account, t_ms, tokens in zip(df["user_id"], df["_ms"], df["tokens"], strict=True):
-            held = by_account.setdefault(account, set())
-            for token in tokens:
-                times = known.get((account, token))
-                if times is None or times[1] < t_ms - self.habit_ms:
-                    known[(account, token)] = [t_ms, t_ms]
-                    held.add(token)
-                else:  # a payment that arrived late can be the first use
-                    times[0] = min(times[0], t_ms)
-                    times[1] = max(times[1], t_ms)
-            new_tokens.append(
-                sorted(
-                    token
-                    for token in held
-                    if t_ms - self.new_ms <= known[(account, token)][0] <= t_ms
-                )
-            )
-        df["new_tokens"] = new_tokens
-        newest = int(df["_ms"].max())
-        kept = {k: v for k, v in known.items() if v[1] >= newest - self.habit_ms}
-        self.state.update((_write_tokens(kept),))
-        yield df[[f.name for f in NEW_TOKENS_SCHEMA.fields]]
+    df["new_tokens"] = new_tokens
+    newest = int(df["_ms"].max())
+    kept = {k: v for k, v in known.items() if v[1] >= newest - habit_ms}
+    return df.drop(columns=["_ms"]), _write_tokens(kept)
 
 
 def _read_tokens(blob: Any) -> dict[tuple[str, str], list[int]]:
@@ -161,21 +125,6 @@ def _write_tokens(known: dict[tuple[str, str], list[int]]) -> bytes:
             "first": pa.array([t[0] for t in times], pa.int64()),
             "last": pa.array([t[1] for t in times], pa.int64()),
         }
-    )
-
-
-def new_tokens_stream(payments_df: DataFrame, new_s: float, habit_s: float) -> DataFrame:
-    """Streaming payments (``with_payment_tokens``) with their account's new tokens."""
-    bucket = customer_bucket(BUCKET_COLUMN)
-    return (
-        payments_df.select(*[name for name, _ in PAYMENT_COLUMNS], bucket)
-        .groupBy(BUCKET_COLUMN)
-        .transformWithStateInPandas(
-            statefulProcessor=NewTokens(new_s, habit_s),
-            outputStructType=NEW_TOKENS_SCHEMA,
-            outputMode="Append",
-            timeMode="None",
-        )
     )
 
 

@@ -4,25 +4,21 @@ For a payment at time t: ``prior_payments_10m`` and ``prior_declines_10m``, the 
 other payments (declined ones) with an event time in [t - 10 min, t], and
 ``prior_payments_1h`` the same over the hour. Training computes them over the history with
 window functions (``with_velocity``); the stream keeps each customer's last hour of
-payments in state (``VelocityCounter``, a ``transformWithStateInPandas`` processor keyed by
-a bucket of customers) and counts the same way, so a payment sees the same numbers in both
-as long as the earlier payments arrived before it.
+payments in state (``add_velocity``, a step of ``udfs.payment_history``'s stateful operator
+keyed by a bucket of customers) and counts the same way, so a payment sees the same numbers
+in both as long as the earlier payments arrived before it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pyspark.sql.functions as F
 import pyspark.sql.types as T
 from pyspark.sql import DataFrame, Window, WindowSpec
-from pyspark.sql.streaming.stateful_processor import StatefulProcessor, StatefulProcessorHandle
 
-from udfs.bucket_state import batch_rows, customer_bucket, from_ipc, to_ipc
+from udfs.bucket_state import from_ipc, to_ipc
 from udfs.model_features import DECLINED_STATUSES
-
-BUCKET_COLUMN = "velocity_bucket"
 
 WINDOWS_S = {"prior_payments_10m": 600, "prior_payments_1h": 3600}
 DECLINES_WINDOW_S = 600
@@ -49,7 +45,7 @@ OUTPUT_SCHEMA = T.StructType(
     [T.StructField(name, data_type) for name, data_type in PAYMENT_COLUMNS]
     + [T.StructField(name, T.LongType()) for name in VELOCITY_COLUMNS]
 )
-# Per bucket of customers: their last hour of payments (see VelocityCounter).
+# Per bucket of customers: their last hour of payments (see add_velocity).
 STATE_SCHEMA = T.StructType([T.StructField("payments", T.BinaryType())])
 
 
@@ -110,50 +106,40 @@ def count_prior(
     return counts, order
 
 
-class VelocityCounter(StatefulProcessor):
-    """Counts each payment's prior payments and declines per customer (see module doc).
+def add_velocity(df: Any, stored: bytes | None) -> tuple[Any, bytes]:
+    """A bucket's new payments (pandas) with the velocity columns, and the state to keep.
 
-    Keyed by a bucket of customers; its state is one value per bucket: the bucket's
-    payments of the last hour (customer, event time, declined), as Arrow IPC bytes.
+    ``stored`` is the bucket's state (None at first): its customers' payments of the last
+    hour (customer, event time, declined) as Arrow IPC bytes; the new state adds the new
+    payments and drops what is older than an hour before the newest.
     """
+    import numpy as np
+    import pandas as pd
 
-    def init(self, handle: StatefulProcessorHandle) -> None:
-        self.state = handle.getValueState("recent_payments", STATE_SCHEMA)
-
-    def handleInputRows(  # noqa: N802 (Spark's API names)
-        self,
-        key: Any,
-        rows: Iterator[Any],
-        timerValues: Any,  # noqa: N803
-    ) -> Iterator[Any]:
-        import numpy as np
-        import pandas as pd
-
-        df = batch_rows(rows, BUCKET_COLUMN)
-        stored = self.state.get() if self.state.exists() else None
-        kept = _read_payments(stored[0]) if stored is not None else _no_payments()
-        users = pd.Index(pd.unique(np.concatenate([kept["user_id"], df["user_id"].to_numpy()])))
-        df["_code"] = users.get_indexer(df["user_id"])
-        df["_ms"] = df["event_time"].to_numpy(dtype="datetime64[ms]").astype("int64")
-        df = df.sort_values(["_code", "_ms"], kind="stable").reset_index(drop=True)
-        old_codes = users.get_indexer(kept["user_id"])
-        new_declined = df["status"].isin(DECLINED_STATUSES).to_numpy(dtype="int64")
-        counts, order = count_prior(
-            old_codes,
-            kept["time_ms"],
-            kept["declined"],
-            df["_code"].to_numpy(),
-            df["_ms"].to_numpy(),
-            new_declined,
-        )
-        times = np.concatenate([kept["time_ms"], df["_ms"].to_numpy()])[order]
-        declined = np.concatenate([kept["declined"], new_declined])[order]
-        user_ids = np.concatenate([kept["user_id"], df["user_id"].to_numpy()])[order]
-        recent = times >= times.max() - KEEP_S * 1000
-        self.state.update((_write_payments(user_ids[recent], times[recent], declined[recent]),))
-        for name in VELOCITY_COLUMNS:
-            df[name] = counts[name].astype("int64")
-        yield df[[f.name for f in OUTPUT_SCHEMA.fields]]
+    kept = _read_payments(stored) if stored is not None else _no_payments()
+    users = pd.Index(pd.unique(np.concatenate([kept["user_id"], df["user_id"].to_numpy()])))
+    df["_code"] = users.get_indexer(df["user_id"])
+    df["_ms"] = df["event_time"].to_numpy(dtype="datetime64[ms]").astype("int64")
+    df = df.sort_values(["_code", "_ms"], kind="stable").reset_index(drop=True)
+    old_codes = users.get_indexer(kept["user_id"])
+    new_declined = df["status"].isin(DECLINED_STATUSES).to_numpy(dtype="int64")
+    counts, order = count_prior(
+        old_codes,
+        kept["time_ms"],
+        kept["declined"],
+        df["_code"].to_numpy(),
+        df["_ms"].to_numpy(),
+        new_declined,
+    )
+    times = np.concatenate([kept["time_ms"], df["_ms"].to_numpy()])[order]
+    declined = np.concatenate([kept["declined"], new_declined])[order]
+    user_ids = np.concatenate([kept["user_id"], df["user_id"].to_numpy()])[order]
+    recent = times >= times.max() - KEEP_S * 1000
+    for name in VELOCITY_COLUMNS:
+        df[name] = counts[name].astype("int64")
+    return df.drop(columns=["_code", "_ms"]), _write_payments(
+        user_ids[recent], times[recent], declined[recent]
+    )
 
 
 def _no_payments() -> dict[str, Any]:
@@ -184,20 +170,4 @@ def _write_payments(user_ids: Any, times_ms: Any, declined: Any) -> bytes:
             "time_ms": pa.array(times_ms, pa.int64()),
             "declined": pa.array(declined.astype("int8"), pa.int8()),
         }
-    )
-
-
-def velocity_stream(payments_df: DataFrame) -> DataFrame:
-    """Streaming payments with the velocity columns (a stateful operator per bucket of
-    customers, ``udfs.bucket_state``)."""
-    bucket = customer_bucket(BUCKET_COLUMN)
-    return (
-        payments_df.select(*[name for name, _ in PAYMENT_COLUMNS], bucket)
-        .groupBy(BUCKET_COLUMN)
-        .transformWithStateInPandas(
-            statefulProcessor=VelocityCounter(),
-            outputStructType=OUTPUT_SCHEMA,
-            outputMode="Append",
-            timeMode="None",
-        )
     )

@@ -1,19 +1,20 @@
-"""Known fraud patterns in the stream: the new-token operator and the datasketch index."""
+"""Known fraud patterns in the stream: the accounts' new tokens and the datasketch index."""
 
 from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta
 
+import pyspark.sql.functions as F
+
 from udfs.fraud_patterns import (
     MATCH_SCHEMA,
     Pattern,
     PatternIndex,
     match_batches,
-    new_tokens_stream,
     similar_to_fraud_alerts,
-    with_payment_tokens,
 )
+from udfs.payment_history import payment_history_stream
 from udfs.similarity import BehaviourTokens, behaviour_tokens
 
 T0 = datetime(2026, 1, 5, 9, 0)
@@ -97,9 +98,10 @@ def test_new_tokens_over_micro_batches_equal_a_brute_force_count(spark, tmp_path
         .option("maxFilesPerTrigger", 2)
         .option("recursiveFileLookup", "true")
         .parquet(str(source))
+        .withColumn("status", F.lit("approved"))
     )
     query = (
-        new_tokens_stream(with_payment_tokens(stream_df, TOKENS), new_s=1800.0, habit_s=3600.0)
+        payment_history_stream(stream_df, TOKENS, new_s=1800.0, habit_s=3600.0)
         .writeStream.format("memory")
         .queryName("new_tokens_test")
         .option("checkpointLocation", str(tmp_path / "ck"))
@@ -162,7 +164,7 @@ def test_matching_payments_become_similar_to_fraud_alerts(spark):
 
 def test_the_matcher_picks_up_new_patterns_without_a_restart(spark, conf):
     from txwatch.infra import tables
-    from txwatch.queries.fraud_similarity import PatternMatcher
+    from txwatch.pattern_matcher import PatternMatcher
 
     matcher = PatternMatcher(spark, conf)
     assert matcher.refresh(force=True) is None  # no patterns yet: nothing to match

@@ -11,12 +11,14 @@ import pytest
 from pyspark.ml.feature import SQLTransformer
 
 from txwatch import model, registry
-from txwatch.queries.model_scoring import ModelScorer
+from txwatch.model_scorer import ModelScorer
 from txwatch.training import write_profiles
 from udfs.geo import haversine_m_py
 from udfs.model_alerts import model_outlier_alerts
 from udfs.model_features import FEATURES_SQL, as_seen, customer_profiles, leave_one_out
-from udfs.velocity import count_prior, velocity_stream, with_velocity
+from udfs.payment_history import payment_history_stream
+from udfs.similarity import BehaviourTokens
+from udfs.velocity import count_prior, with_velocity
 
 T0 = datetime(2026, 1, 5, 8, 0, 0)
 COLUMNS = (
@@ -277,11 +279,16 @@ def test_stream_velocity_equals_training_velocity(spark, tmp_path):
         .option("recursiveFileLookup", "true")
         .parquet(str(source))
         .withColumns(
-            {"card_token": F.lit("tok"), "card_last4": F.lit("1111"), "merchant": F.lit("m")}
+            {
+                "card_token": F.lit("tok"),
+                "card_last4": F.lit("1111"),
+                "merchant": F.lit("m"),
+                "merchant_id": F.lit("m-1"),
+            }
         )
     )
     query = (
-        velocity_stream(stream_df)
+        payment_history_stream(stream_df, BehaviourTokens(5, 6), new_s=1800.0, habit_s=3600.0)
         .writeStream.format("memory")
         .queryName("velocity_test")
         .option("checkpointLocation", str(tmp_path / "ck"))

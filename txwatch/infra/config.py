@@ -54,6 +54,7 @@ class StreamConf:
     trigger_interval: str
     alert_trigger_interval: str
     alert_table_trigger_interval: str
+    scoring_trigger_interval: str
     transactions_watermark: str
     device_locations_watermark: str
     join_before: str
@@ -85,7 +86,6 @@ class ModelConf:
     threshold_quantile: float
     seed: int
     refresh_interval: str
-    trigger_interval: str
 
     def registry(self, lake_root: str) -> str:
         """The MLflow tracking/registry URI, ``{lake_root}`` filled in."""
@@ -112,7 +112,6 @@ class SimilarityConf:
     pattern_min_jaccard: float
     pattern_min_shared_kinds: int
     refresh_interval: str
-    trigger_interval: str
 
     def labels(self) -> tuple[str, ...]:
         """The ground-truth scenarios that count as confirmed fraud."""
@@ -262,10 +261,7 @@ def _check_durations(conf: Conf) -> None:
         (f"conf.metrics.{spec.name}", getattr(conf.metrics, spec.name))
         for spec in fields(conf.metrics)
     ]
-    where_values += [
-        (f"conf.model.{name}", getattr(conf.model, name))
-        for name in ("refresh_interval", "trigger_interval")
-    ]
+    where_values += [("conf.model.refresh_interval", conf.model.refresh_interval)]
     where_values += [
         (f"conf.similarity.{name}", getattr(conf.similarity, name))
         for name in (
@@ -273,7 +269,6 @@ def _check_durations(conf: Conf) -> None:
             "new_window",
             "habit_window",
             "refresh_interval",
-            "trigger_interval",
         )
     ]
     where_values.append(("conf.delta.maintenance_interval", conf.delta.maintenance_interval))

@@ -1,8 +1,8 @@
 """The streaming queries of the pipeline, one module each, and the runner that starts them.
 
 ``PIPELINE`` lists them all. An ``--available-now`` run starts every query whose ``after``
-queries have finished (ingest, travel, the metrics queries, model scoring and fraud
-similarity together, then alerts and enrich).
+queries have finished (ingest, travel, the metrics queries and payment scoring
+together, then alerts and enrich).
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from __future__ import annotations
 from txwatch.queries import (
     alerts,
     enrich,
-    fraud_similarity,
     ingest,
     metrics,
-    model_scoring,
+    payment_scoring,
     travel,
 )
 from txwatch.queries.base import QuerySpec
@@ -23,8 +22,7 @@ PIPELINE: tuple[QuerySpec, ...] = (
     travel.QUERY,
     metrics.WINDOWS_QUERY,
     metrics.POINTS_QUERY,
-    model_scoring.QUERY,
-    fraud_similarity.QUERY,
+    payment_scoring.QUERY,
     alerts.QUERY,
     enrich.QUERY,
 )

@@ -23,7 +23,7 @@ from txwatch.infra import tables
 from txwatch.infra.config import Conf
 from txwatch.infra.delta import append_once, event_time_range
 from txwatch.infra.topics import valid_messages
-from txwatch.queries import fraud_similarity, ingest, metrics, model_scoring, travel
+from txwatch.queries import ingest, metrics, payment_scoring, travel
 from txwatch.queries.base import ALERTS_POOL, QuerySpec, RunContext
 from udfs.alerts import ALERT_COLUMNS, ALERT_SCHEMA
 
@@ -80,7 +80,6 @@ def start(ctx: RunContext) -> StreamingQuery:
     return ctx.start(writer, ALERTS_POOL)
 
 
-# Every detector publishes to the potential-fraud topic; travel is the one that exists today.
 # Every query that publishes alerts: an --available-now run stores them once they are done.
 QUERY = QuerySpec(
     NAME,
@@ -89,7 +88,6 @@ QUERY = QuerySpec(
         travel.NAME,
         metrics.WINDOWS_NAME,
         metrics.POINTS_NAME,
-        model_scoring.NAME,
-        fraud_similarity.NAME,
+        payment_scoring.NAME,
     ),
 )

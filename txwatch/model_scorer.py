@@ -1,41 +1,29 @@
-"""Query ``model_scoring``: every valid payment through the newest registered outlier model.
+"""The outlier model in the stream: the newest registered version, loaded and refreshed.
 
-Reads the transactions topic (the same parse and checks as ``ingest``), counts each
-customer's payments and declines just before each payment (``udfs.velocity``, a stateful
-operator per customer holding their last hour of payments), joins each payment
-to its customer's profile (``customer_profiles``, at the Delta version the model was
-trained with, cached) and scores it with the model's ``pyspark.ml`` pipeline
-(``txwatch.model``). Payments above the model's threshold go to the alert sink as
-``model_outlier`` alerts, with the features that stood out in the reason.
-
-The model is looked up in the registry when the query starts and again every
-``model.refresh_interval``: a newer version (a new ``train`` run) is loaded with its
-profiles between two micro-batches, without a restart. Until a model is registered,
-payments pass unscored (said once in the log). No Delta table is written here: the alert
-path does not wait for a commit.
+``ModelScorer`` looks the model up in the registry (``txwatch.registry``) when the stream
+starts and again every ``model.refresh_interval``: a newer version (a new ``train`` run) is
+loaded with the customer profiles it was trained with (``customer_profiles`` at that Delta
+version, cached) between two micro-batches, without a restart. Its ``alerts`` joins a
+micro-batch of payments (with their velocity, ``udfs.payment_history``) to the profiles,
+scores them with the model's ``pyspark.ml`` pipeline (``txwatch.model``) and returns the
+``model_outlier`` alerts of those above the model's threshold, the features that stood out
+in the reason. The ``payment_scoring`` query calls it; so does the evaluation.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.streaming import StreamingQuery
 
 from txwatch import model, registry
-from txwatch.infra.alert_sink import AlertSink
 from txwatch.infra.config import Conf, duration_s
-from txwatch.queries import ingest
-from txwatch.queries.base import TABLES_POOL, QuerySpec, RunContext
 from udfs.model_alerts import model_outlier_alerts
 from udfs.model_features import as_seen
-from udfs.records import parse_transactions, to_bronze_transactions
-from udfs.velocity import velocity_stream
 
-NAME = "model_scoring"
+NAME = "payment_scoring"  # the query it runs in: log lines say so
 
 
 @dataclass
@@ -114,44 +102,3 @@ class ModelScorer:
         return model_outlier_alerts(
             scored_df, loaded.threshold, loaded.version, model.explanation()
         )
-
-
-def batch_writer(scorer: ModelScorer, sink: AlertSink) -> Callable[[DataFrame, int], None]:
-    def write_scoring_batch(payments_df: DataFrame, batch_id: int) -> None:
-        # Run the whole batch once whatever happens next: the velocity operator's state
-        # commits only when every partition of the batch has been computed (Spark fails
-        # the batch otherwise), and scoring reads the cached rows.
-        payments_df = payments_df.persist()
-        try:
-            payments_df.count()
-            alerts_df = scorer.alerts(payments_df)
-            if alerts_df is not None:
-                sink.publish(alerts_df)
-        finally:
-            payments_df.unpersist()
-
-    return write_scoring_batch
-
-
-def build(raw_transactions_df: DataFrame, conf: Conf, token_key: bytes) -> DataFrame:
-    """Raw Kafka rows of the transactions topic -> valid payments with their velocity."""
-    return velocity_stream(
-        to_bronze_transactions(
-            parse_transactions(raw_transactions_df, token_key, conf.stream.max_future_skew)
-        )
-    )
-
-
-def start(ctx: RunContext) -> StreamingQuery:
-    spark, conf = ctx.spark, ctx.conf
-    scorer = ModelScorer(spark, conf)
-    scorer.refresh(force=True)
-    payments_df = build(
-        ingest.read(spark, conf, (conf.kafka.topics.transactions,)), conf, ctx.token_key
-    )
-    writer = payments_df.writeStream.foreachBatch(batch_writer(scorer, AlertSink(spark, conf)))
-    writer = ctx.with_trigger(ctx.checkpoint(writer, NAME), conf.model.trigger_interval)
-    return ctx.start(writer, TABLES_POOL)
-
-
-QUERY = QuerySpec(NAME, start)

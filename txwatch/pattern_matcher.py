@@ -1,46 +1,35 @@
-"""Query ``fraud_similarity``: payments whose account suddenly behaves like known fraud.
+"""Known fraud in the stream: the patterns of ``fraud_patterns``, indexed and refreshed.
 
-Reads the transactions topic (the same parse and checks as ``ingest``), gives each payment
-its behaviour tokens and what is new in its account's activity (``udfs.fraud_patterns``,
-a stateful operator per bucket of accounts), and looks that up in a datasketch MinHash
-LSH index of the known fraud patterns (``fraud_patterns``, written by the similarity job).
-Matches go to the alert sink as ``similar_to_fraud`` alerts naming the pattern and the
-estimated similarity.
-
-The index is built on the driver from the newest ``fraud_patterns`` version and
-``common_tokens``, broadcast to the executors, and rebuilt when a newer version appears
-(looked for every ``similarity.refresh_interval``), without a restart. Until patterns
-exist, payments only feed the accounts' tokens. No Delta table is written here.
+``PatternMatcher`` builds a datasketch MinHash LSH index (``udfs.fraud_patterns``) of the
+newest ``fraud_patterns`` version (written by the similarity job), leaving out the tokens of
+``common_tokens``, on the driver, and broadcasts it to the executors. It looks for a newer
+version every ``similarity.refresh_interval`` and rebuilds the index without a restart. Its
+``alerts`` looks up each payment's account's new tokens (``udfs.payment_history``) in the
+index and returns the ``similar_to_fraud`` alerts of the matches, naming the pattern and the
+estimated similarity. The ``payment_scoring`` query calls it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark import Broadcast
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.streaming import StreamingQuery
 
 from txwatch.infra import tables
-from txwatch.infra.alert_sink import AlertSink
 from txwatch.infra.config import Conf, duration_s
-from txwatch.queries import ingest
-from txwatch.queries.base import TABLES_POOL, QuerySpec, RunContext
 from udfs.fraud_patterns import (
     MATCH_SCHEMA,
     Pattern,
     PatternIndex,
     match_batches,
-    new_tokens_stream,
     similar_to_fraud_alerts,
-    with_payment_tokens,
 )
-from udfs.records import parse_transactions, to_bronze_transactions
 
-NAME = "fraud_similarity"
+NAME = "payment_scoring"  # the query it runs in: log lines say so
 
 
 def load_index(spark: SparkSession, conf: Conf, version: int) -> PatternIndex:
@@ -112,52 +101,9 @@ class PatternMatcher:
 
         return payments_df.mapInPandas(match, MATCH_SCHEMA)
 
-
-def batch_writer(
-    matcher: PatternMatcher, sink: AlertSink, conf: Conf
-) -> Callable[[DataFrame, int], None]:
-    def write_similarity_batch(payments_df: DataFrame, batch_id: int) -> None:
-        # Run the batch once whatever happens next: the operator's state is committed only
-        # when the batch's plan runs.
-        payments_df = payments_df.persist()
-        try:
-            payments_df.count()
-            matches_df = matcher.matches(payments_df)
-            if matches_df is not None:
-                sink.publish(
-                    similar_to_fraud_alerts(matches_df, conf.similarity.pattern_min_jaccard)
-                )
-        finally:
-            payments_df.unpersist()
-
-    return write_similarity_batch
-
-
-def build(raw_transactions_df: DataFrame, conf: Conf, token_key: bytes) -> DataFrame:
-    """Raw Kafka rows of the transactions topic -> valid payments with their new tokens."""
-    payments_df = to_bronze_transactions(
-        parse_transactions(raw_transactions_df, token_key, conf.stream.max_future_skew)
-    )
-    cfg = conf.similarity
-    return new_tokens_stream(
-        with_payment_tokens(payments_df, cfg.tokens()),
-        duration_s(cfg.new_window),
-        duration_s(cfg.habit_window),
-    )
-
-
-def start(ctx: RunContext) -> StreamingQuery:
-    spark, conf = ctx.spark, ctx.conf
-    matcher = PatternMatcher(spark, conf)
-    matcher.refresh(force=True)
-    payments_df = build(
-        ingest.read(spark, conf, (conf.kafka.topics.transactions,)), conf, ctx.token_key
-    )
-    writer = payments_df.writeStream.foreachBatch(
-        batch_writer(matcher, AlertSink(spark, conf), conf)
-    )
-    writer = ctx.with_trigger(ctx.checkpoint(writer, NAME), conf.similarity.trigger_interval)
-    return ctx.start(writer, TABLES_POOL)
-
-
-QUERY = QuerySpec(NAME, start)
+    def alerts(self, payments_df: DataFrame) -> DataFrame | None:
+        """The batch's ``similar_to_fraud`` alerts, or None while no pattern exists."""
+        matches_df = self.matches(payments_df)
+        if matches_df is None:
+            return None
+        return similar_to_fraud_alerts(matches_df, self._conf.similarity.pattern_min_jaccard)
