@@ -1,5 +1,5 @@
 # The two commands: `make demo` and `make test`. Everything else is a step of theirs.
-.PHONY: setup demo test bench bench-metrics bench-latency bench-similarity bench-anonymize lint kafka-start kafka-stop clean
+.PHONY: setup demo test bench bench-metrics bench-latency bench-similarity bench-anonymize bench-tokens lint kafka-start kafka-stop clean
 
 setup:
 	scripts/setup.sh
@@ -24,6 +24,9 @@ bench-similarity: setup
 
 bench-anonymize: setup
 	.venv/bin/python -m bench.anonymize $(BENCH_ARGS)
+
+bench-tokens: setup
+	.venv/bin/python -m bench.tokens $(BENCH_ARGS)
 
 lint: setup
 	.venv/bin/ruff check jobs udfs txwatch tests bench

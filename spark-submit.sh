@@ -16,7 +16,8 @@
 #   SPARK_SUBMIT_OPTS_EXTRA  more spark-submit options, e.g. "--deploy-mode cluster"
 #   TXWATCH_TOKEN_KEY   secret key for card tokens (stream job)
 #
-# The Kafka connector and Delta jars from .deps/spark-jars go with --jars, and jobs/, udfs/, txwatch/
+# The Kafka connector and Delta jars from .deps/spark-jars and txwatch's own functions
+# (.deps/udfs, compiled by setup) go with --jars, and jobs/, udfs/, txwatch/
 # and conf/ are shipped as a zip (--py-files) and as files, so executors on a cluster have
 # the same code and config as the driver.
 set -euo pipefail
@@ -63,10 +64,10 @@ fi
 [[ -n "$SUBMIT" ]] || { echo "spark-submit.sh: no spark-submit found; run make setup" >&2; exit 1; }
 
 shopt -s nullglob
-JARS=("$ROOT"/.deps/spark-jars/*.jar)
+JARS=("$ROOT"/.deps/spark-jars/*.jar "$ROOT"/.deps/udfs/txwatch-udfs.jar)
 shopt -u nullglob
-if [[ ${#JARS[@]} -eq 0 ]]; then
-  echo "spark-submit.sh: no jars in .deps/spark-jars; run make setup (scripts/setup.sh)" >&2
+if [[ ${#JARS[@]} -eq 0 || ! -f "$ROOT/.deps/udfs/txwatch-udfs.jar" ]]; then
+  echo "spark-submit.sh: no jars in .deps/spark-jars or no .deps/udfs/txwatch-udfs.jar; run make setup (scripts/setup.sh)" >&2
   exit 1
 fi
 JARS_CSV="$(IFS=,; echo "${JARS[*]}")"

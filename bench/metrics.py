@@ -30,7 +30,6 @@ from kafka import KafkaProducer
 
 from bench.throughput import (
     BENCH_DIR,
-    BENCH_TOKEN_KEY,
     DEFAULT_CONF,
     bench_conf,
     jvm_pid,
@@ -122,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             started = time.monotonic()
             run_available_now(
-                RunContext(spark, conf, BENCH_TOKEN_KEY, available_now=True), [metrics.POINTS_QUERY]
+                RunContext(spark, conf, conf.privacy.token_key_env, available_now=True),
+                [metrics.POINTS_QUERY],
             )
             seconds = time.monotonic() - started
             query = spark.read.format("delta").load(conf.table_path("pipeline_progress"))

@@ -122,9 +122,13 @@ def bench_conf(path: str | os.PathLike[str]) -> Conf:
     return replace(conf, lake_root=str(LAKE_ROOT), kafka=kafka)
 
 
-def token_key(conf: Conf) -> bytes:
-    value = os.environ.get(conf.privacy.token_key_env, "")
-    return value.encode("utf-8") if value else BENCH_TOKEN_KEY
+def token_key_variable(conf: Conf) -> str:
+    """The variable holding the card-token key, set to the benchmark's key when unset (before
+    the session starts: Spark's tasks read it from their environment)."""
+    variable = conf.privacy.token_key_env
+    if not os.environ.get(variable):
+        os.environ[variable] = BENCH_TOKEN_KEY.decode()
+    return variable
 
 
 # --------------------------------------------------------------------------- broker
@@ -530,12 +534,12 @@ class Pipeline:
         return self.events / self.seconds
 
 
-def measure_pipeline(spark: SparkSession, conf: Conf, key: bytes) -> Pipeline:
+def measure_pipeline(spark: SparkSession, conf: Conf, key_variable: str) -> Pipeline:
     """Time ``run_available_now`` on a fresh lake; phase times from ``pipeline_progress``."""
     shutil.rmtree(LAKE_ROOT, ignore_errors=True)
     print(f"bench: end to end (run_available_now, lake {LAKE_ROOT})", flush=True)
     started = time.monotonic()
-    run_available_now(RunContext(spark, conf, key, available_now=True), PIPELINE)
+    run_available_now(RunContext(spark, conf, key_variable, available_now=True), PIPELINE)
     seconds = time.monotonic() - started
     rows = spark.read.format("delta").load(conf.table_path(tables.PIPELINE_PROGRESS)).collect()
     by_query = {q.name: [r for r in rows if r.query_name == q.name] for q in PIPELINE}
@@ -794,7 +798,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_spark_measurements(conf: Conf, key: bytes, cost_report: bool = True) -> Measurements:
+def run_spark_measurements(conf: Conf, key_variable: str, cost_report: bool = True) -> Measurements:
     """Ceiling, then the pipeline, in one Spark session (the ceiling warms the JVM up).
 
     With ``cost_report``, the tables' Delta history and ``pipeline_progress`` are read
@@ -809,7 +813,7 @@ def run_spark_measurements(conf: Conf, key: bytes, cost_report: bool = True) -> 
         ceiling_jvm = JvmUsage.since(pid, cpu_before, ceiling.seconds)
         peak_was_reset = reset_peak_rss(pid)
         cpu_before = cpu_seconds(pid)
-        pipeline = measure_pipeline(spark, conf, key)
+        pipeline = measure_pipeline(spark, conf, key_variable)
         pipeline_jvm = JvmUsage.since(pid, cpu_before, pipeline.seconds)
         if not peak_was_reset:  # VmHWM still holds the ceiling's peak
             pipeline_jvm = replace(pipeline_jvm, peak_rss_mib=None)
@@ -837,11 +841,11 @@ def clean_up(conf: Conf) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     conf = bench_conf(args.conf)
-    key = token_key(conf)
+    key_variable = token_key_variable(conf)
     BENCH_DIR.mkdir(exist_ok=True)
     with local_broker(conf.kafka.bootstrap_servers):
         backlog = prepare_backlog(conf, args.transactions, args.keep_data, args.hours)
-        measurements = run_spark_measurements(conf, key, not args.skip_cost_report)
+        measurements = run_spark_measurements(conf, key_variable, not args.skip_cost_report)
         baseline = None if args.skip_baseline else run_baseline(conf, backlog.records)
         print()
         print(report(conf, backlog, measurements, baseline), flush=True)

@@ -3,6 +3,7 @@
 #   .venv/            virtualenv with the pinned Python packages (pyproject.toml)
 #   .deps/spark-jars  Spark's Kafka connector and Delta Lake jars (scripts/jvm/spark-deps.pom.xml)
 #   .deps/kafka       the Apache Kafka broker and its dependencies (scripts/jvm/kafka-broker.pom.xml)
+#   .deps/udfs        txwatch's own Spark SQL functions (udfs/jvm), compiled with javac
 # Everything comes from PyPI and Maven Central. Idempotent: a step whose inputs did not
 # change since it last succeeded is skipped.
 set -euo pipefail
@@ -56,4 +57,20 @@ resolve_jars() {  # resolve_jars NAME POM TARGET_DIR
 }
 resolve_jars spark scripts/jvm/spark-deps.pom.xml "$ROOT/.deps/spark-jars"
 resolve_jars kafka scripts/jvm/kafka-broker.pom.xml "$ROOT/.deps/kafka"
+
+# txwatch's own Spark SQL functions (udfs/jvm: the HMAC that reads its key on the
+# executor), compiled by the JDK against the installed pyspark's jars: the same Spark the
+# jobs run, nothing to download. About 2 s.
+UDF_SOURCES=(udfs/jvm/io/txwatch/udfs/*.java)
+UDF_JAR=.deps/udfs/txwatch-udfs.jar
+if ! stamp_ok udfs "${UDF_SOURCES[@]}" pyproject.toml || [[ ! -f "$UDF_JAR" ]]; then
+  command -v javac >/dev/null || die "javac not found; install a JDK 17, not only a JRE (apt-get install openjdk-17-jdk-headless)"
+  say "compiling txwatch's Spark functions into $UDF_JAR"
+  PYSPARK_JARS="$(.venv/bin/python -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))')"
+  rm -rf .deps/udfs && mkdir -p .deps/udfs/classes
+  javac --release 17 -nowarn -cp "$PYSPARK_JARS/*" -d .deps/udfs/classes "${UDF_SOURCES[@]}" \
+    || die "javac could not compile udfs/jvm"
+  jar --create --file "$UDF_JAR" -C .deps/udfs/classes .
+  stamp_write udfs "${UDF_SOURCES[@]}" pyproject.toml
+fi
 say "ready: $(ls .deps/spark-jars | wc -l) Spark jars, $(ls .deps/kafka | wc -l) Kafka jars, $(.venv/bin/python --version)"

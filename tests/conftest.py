@@ -18,6 +18,17 @@ from txwatch.infra.session import create_session
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_TOKEN_KEY = b"txwatch-test-key"
+# Spark's tasks read token keys from the environment (udfs.privacy.keyed_hash), and the shared
+# session's JVM gets its environment when it starts: every key a test uses is set here.
+TEST_KEY_VARIABLE = "TXWATCH_TEST_TOKEN_KEY"
+TEST_KEYS = {
+    TEST_KEY_VARIABLE: TEST_TOKEN_KEY.decode(),
+    "TXWATCH_TEST_KEY_SHORT": "k",
+    "TXWATCH_TEST_KEY_BLOCK": "0123456789abcdef" * 4,  # exactly SHA-256's 64-byte block
+    "TXWATCH_TEST_KEY_LONG": "a much longer key " * 8,  # longer: hashed first (RFC 2104)
+    "TXWATCH_TEST_KEY_UTF8": "clé secrète ü",
+}
+os.environ.update(TEST_KEYS)
 
 
 def _free_port() -> int:

@@ -234,7 +234,8 @@ def evaluate_nab(
             spark = spark_factory(run_conf)
             started = time.monotonic()
             run_available_now(
-                RunContext(spark, run_conf, b"", available_now=True), [metrics.POINTS_QUERY]
+                RunContext(spark, run_conf, run_conf.privacy.token_key_env, available_now=True),
+                [metrics.POINTS_QUERY],
             )
             seconds = time.monotonic() - started
             print(f"evaluate nab: scored by the metric_points query in {seconds:.1f} s", flush=True)

@@ -142,7 +142,7 @@ def _range_checks(max_future_skew: str) -> list[tuple[Column, str]]:
     ]
 
 
-def parse_transactions(raw_df: DataFrame, token_key: bytes, max_future_skew: str) -> DataFrame:
+def parse_transactions(raw_df: DataFrame, key_variable: str, max_future_skew: str) -> DataFrame:
     """Typed transactions with ``card_token``/``card_last4`` and a ``quarantine_reason``.
 
     The card number itself is dropped here: nothing downstream ever sees it.
@@ -161,7 +161,7 @@ def parse_transactions(raw_df: DataFrame, token_key: bytes, max_future_skew: str
     ]
     return parsed_df.select(
         *[F.col(c) for c in (*KAFKA_COLUMNS, "kafka_key", "raw_value")],
-        card_token(F.col("card_number"), token_key).alias("card_token"),
+        card_token(F.col("card_number"), key_variable).alias("card_token"),
         card_last4(F.col("card_number")).alias("card_last4"),
         *[c for c in BRONZE_TRANSACTION_COLUMNS if c not in ("card_token", "card_last4")],
         _reasons(checks).alias("quarantine_reason"),

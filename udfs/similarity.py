@@ -12,8 +12,8 @@ the evening) says nothing about a ring and makes LSH buckets quadratic: ``filter
 drops tokens held by more than ``max_accounts_per_token`` accounts before hashing.
 
 The batch side uses ``pyspark.ml.feature.MinHashLSH`` (``similar_pairs``); the stream uses
-``datasketch`` (``txwatch.queries.fraud_similarity``). Both estimate the Jaccard
-similarity J (shared tokens over all tokens of the two) from the share of equal minimum
+``datasketch`` (``udfs.fraud_patterns``, in the ``payment_scoring`` query). Both estimate the
+Jaccard similarity J (shared tokens over all tokens of the two) from the share of equal minimum
 hashes; with n hashes the estimate's standard error is sqrt(J (1 - J) / n).
 """
 

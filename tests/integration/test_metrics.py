@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import pyspark.sql.functions as F
 import pytest
 
-from tests.conftest import TEST_TOKEN_KEY
+from tests.conftest import TEST_KEY_VARIABLE
 from tests.integration.kafka_helpers import produce
 from txwatch import nab
 from txwatch.infra import tables
@@ -55,7 +55,7 @@ SCORE_COLUMNS = (
 
 
 def run(spark, conf, *queries) -> None:
-    run_available_now(RunContext(spark, conf, TEST_TOKEN_KEY, available_now=True), queries)
+    run_available_now(RunContext(spark, conf, TEST_KEY_VARIABLE, available_now=True), queries)
 
 
 def transaction(tx_id: str, at: datetime, status: str, category: str, amount: float) -> dict:

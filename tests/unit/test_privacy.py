@@ -4,6 +4,8 @@ import pyspark.sql.functions as F
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
+from tests.conftest import TEST_KEY_VARIABLE, TEST_KEYS, TEST_TOKEN_KEY
+from tests.leaks import leaked_key_material
 from udfs.privacy import (
     MissingTokenKeyError,
     card_last4,
@@ -16,12 +18,11 @@ from udfs.privacy import (
 CARDS = ["4111111111111111", "4111 1111 1111 1111", "5500-0000-0000-0004", "378282246310005"]
 
 
-@pytest.mark.parametrize(
-    "key", [b"k", b"txwatch-test-key", bytes(range(64)), b"a much longer key " * 8]
-)
-def test_card_token_matches_python_hmac(spark, key):
+@pytest.mark.parametrize("variable", sorted(TEST_KEYS))
+def test_card_token_matches_python_hmac(spark, variable):
+    key = TEST_KEYS[variable].encode("utf-8")
     df = spark.createDataFrame([(c,) for c in CARDS], "card_number string")
-    result = df.select("card_number", card_token(F.col("card_number"), key).alias("token"))
+    result = df.select("card_number", card_token(F.col("card_number"), variable).alias("token"))
     expected = spark.createDataFrame(
         [(c, card_token_py(c, key)) for c in CARDS], "card_number string, token string"
     )
@@ -30,10 +31,25 @@ def test_card_token_matches_python_hmac(spark, key):
 
 def test_card_token_ignores_formatting_and_depends_on_key(spark):
     df = spark.createDataFrame([(c,) for c in CARDS[:2]], "card_number string")
-    tokens = df.select(card_token(F.col("card_number"), b"one").alias("t")).distinct().collect()
+    one = card_token(F.col("card_number"), "TXWATCH_TEST_KEY_SHORT")
+    tokens = df.select(one.alias("t")).distinct().collect()
     assert len(tokens) == 1
-    other = df.select(card_token(F.col("card_number"), b"two").alias("t")).first()
+    other = df.select(card_token(F.col("card_number"), TEST_KEY_VARIABLE).alias("t")).first()
     assert other.t != tokens[0].t
+
+
+def test_the_plan_names_the_key_variable_never_the_key(spark):
+    df = spark.createDataFrame([(c,) for c in CARDS], "card_number string")
+    tokens_df = df.select(card_token(F.col("card_number"), TEST_KEY_VARIABLE).alias("t"))
+    plan = tokens_df._jdf.queryExecution().toString()
+    assert TEST_KEY_VARIABLE in plan
+    assert not leaked_key_material(plan, TEST_TOKEN_KEY)
+
+
+def test_a_key_missing_where_the_task_runs_fails_with_what_to_do(spark):
+    df = spark.createDataFrame([(CARDS[0],)], "card_number string")
+    with pytest.raises(Exception, match=r"spark\.executorEnv\.TXWATCH_TEST_UNSET_KEY"):
+        df.select(card_token(F.col("card_number"), "TXWATCH_TEST_UNSET_KEY")).collect()
 
 
 def test_card_last4(spark):

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from pyspark.testing import assertDataFrameEqual
 
-from tests.conftest import TEST_TOKEN_KEY
+from tests.conftest import TEST_KEY_VARIABLE, TEST_TOKEN_KEY
 from udfs.privacy import card_token_py
 from udfs.records import (
     RAW_KAFKA_SCHEMA,
@@ -37,7 +37,7 @@ def raw_df(spark, values, topic="transactions"):
 
 
 def test_valid_transaction_is_typed_and_tokenized(spark):
-    parsed = parse_transactions(raw_df(spark, [json.dumps(GOOD_TX)]), TEST_TOKEN_KEY, "1 day")
+    parsed = parse_transactions(raw_df(spark, [json.dumps(GOOD_TX)]), TEST_KEY_VARIABLE, "1 day")
     bronze = to_bronze_transactions(parsed).drop("ingested_at")
     row = bronze.first().asDict()
     assert row["card_token"] == card_token_py("4111111111111111", TEST_TOKEN_KEY)
@@ -69,7 +69,7 @@ def test_invalid_transactions_get_every_reason(spark):
         "[1, 2, 3]",
         variant(amount="7.25"),  # a number sent as a string is fine
     ]
-    parsed = parse_transactions(raw_df(spark, values), TEST_TOKEN_KEY, "1 day")
+    parsed = parse_transactions(raw_df(spark, values), TEST_KEY_VARIABLE, "1 day")
     result = to_quarantine(parsed).select("kafka_offset", "reason", "raw_value")
     expected = spark.createDataFrame(
         [
@@ -101,7 +101,7 @@ def test_quarantined_raw_value_masks_the_holders_name(spark):
         json.dumps({**GOOD_TX, "name": "Ana Silva", "amount": "lots"}),
         '{"transaction_id": "t-3", "name": "Jean Dupont", "card_number": "4111',
     ]
-    parsed = parse_transactions(raw_df(spark, values), TEST_TOKEN_KEY, "1 day")
+    parsed = parse_transactions(raw_df(spark, values), TEST_KEY_VARIABLE, "1 day")
     raw_by_offset = {r.kafka_offset: r.raw_value for r in to_quarantine(parsed).collect()}
     assert set(raw_by_offset) == {0, 1}
     assert '"name": "****"' in raw_by_offset[0] and "Ana" not in raw_by_offset[0]

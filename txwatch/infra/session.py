@@ -21,11 +21,15 @@ from txwatch.infra.errors import UserError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAIR_SCHEDULER_FILE = REPO_ROOT / "conf" / "fairscheduler.xml"
 LOCAL_JARS_DIR = Path(os.environ.get("TXWATCH_SPARK_JARS", REPO_ROOT / ".deps" / "spark-jars"))
+# txwatch's own Spark SQL functions (udfs/jvm), compiled by scripts/setup.sh.
+UDFS_JAR = REPO_ROOT / ".deps" / "udfs" / "txwatch-udfs.jar"
 
 
 def local_jars() -> list[str]:
-    """The Kafka connector and Delta jars resolved by ``scripts/setup.sh``."""
-    return sorted(glob.glob(str(LOCAL_JARS_DIR / "*.jar")))
+    """The Kafka connector and Delta jars resolved by ``scripts/setup.sh``, and the
+    txwatch functions' jar it compiles."""
+    found = sorted(glob.glob(str(LOCAL_JARS_DIR / "*.jar")))
+    return [*found, str(UDFS_JAR)] if found and UDFS_JAR.is_file() else []
 
 
 def _set_driver_memory(conf: Conf) -> None:
@@ -92,8 +96,8 @@ def create_session(conf: Conf, app_suffix: str, master: str | None = None) -> Sp
         jars = local_jars()
         if not jars:
             raise UserError(
-                f"no Spark jars in {LOCAL_JARS_DIR}: run `make setup` (scripts/setup.sh) first, "
-                "or start the job with ./spark-submit.sh"
+                f"no Spark jars in {LOCAL_JARS_DIR} or no {UDFS_JAR}: run `make setup` "
+                "(scripts/setup.sh) first, or start the job with ./spark-submit.sh"
             )
         builder = builder.config("spark.jars", ",".join(jars))
         # Python workers run the stateful series detector (pandas, pyarrow, protobuf): the
@@ -109,4 +113,21 @@ def create_session(conf: Conf, app_suffix: str, master: str | None = None) -> Sp
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("TXWATCH_SPARK_LOG_LEVEL", "WARN"))
+    register_functions(spark)
     return spark
+
+
+def register_functions(spark: SparkSession) -> None:
+    """Register txwatch's JVM functions (``udfs.privacy.HMAC_FUNCTION``) in the session."""
+    from pyspark.sql.types import StringType
+
+    from udfs.privacy import HMAC_CLASS, HMAC_FUNCTION
+
+    try:
+        spark.udf.registerJavaFunction(HMAC_FUNCTION, HMAC_CLASS, StringType())
+    except Exception:  # py4j wraps the JVM's ClassNotFoundException
+        raise UserError(
+            f"Spark function {HMAC_FUNCTION} ({HMAC_CLASS}) cannot be loaded: its jar "
+            f"{UDFS_JAR.relative_to(REPO_ROOT)} is missing from the session; run `make setup` "
+            "(scripts/setup.sh), which compiles it"
+        ) from None

@@ -23,11 +23,15 @@ TABLES_POOL = "tables"
 
 @dataclass(frozen=True)
 class RunContext:
-    """What a query needs to start: the session, the conf, the secrets and the trigger."""
+    """What a query needs to start: the session, the conf, the token key and the trigger.
+
+    ``key_variable`` names the environment variable holding the token key: Spark's tasks
+    read it where they run (``udfs.privacy.keyed_hash``), so the key is never in a plan.
+    """
 
     spark: SparkSession
     conf: Conf
-    token_key: bytes
+    key_variable: str
     available_now: bool
 
     def with_trigger(

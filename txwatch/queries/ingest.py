@@ -91,14 +91,14 @@ def _raw_text_of_invalid_only(parsed_df: DataFrame) -> DataFrame:
     )
 
 
-def parse_batch(raw_df: DataFrame, conf: Conf, token_key: bytes) -> ParsedBatch:
+def parse_batch(raw_df: DataFrame, conf: Conf, key_variable: str) -> ParsedBatch:
     """Parse and validate raw Kafka rows, by topic."""
     topics = conf.kafka.topics
     skew = conf.stream.max_future_skew
     return ParsedBatch(
         transactions_df=_raw_text_of_invalid_only(
             parse_transactions(
-                raw_df.filter(F.col("kafka_topic") == topics.transactions), token_key, skew
+                raw_df.filter(F.col("kafka_topic") == topics.transactions), key_variable, skew
             )
         ),
         device_locations_df=_raw_text_of_invalid_only(
@@ -124,13 +124,13 @@ def build(parsed: ParsedBatch) -> IngestOutputs:
     )
 
 
-def batch_writer(conf: Conf, token_key: bytes) -> Callable[[DataFrame, int], None]:
+def batch_writer(conf: Conf, key_variable: str) -> Callable[[DataFrame, int], None]:
     """The ``foreachBatch`` function of the ingest query."""
 
     def write_ingest_batch(batch_df: DataFrame, batch_id: int) -> None:
         # Read Kafka once and parse each record once, although three tables are written.
         raw_df = batch_df.persist()
-        parsed = parse_batch(raw_df, conf, token_key).persist()
+        parsed = parse_batch(raw_df, conf, key_variable).persist()
         try:
             outputs = build(parsed)
             for table, df in (
@@ -148,7 +148,7 @@ def batch_writer(conf: Conf, token_key: bytes) -> Callable[[DataFrame, int], Non
 
 def start(ctx: RunContext) -> StreamingQuery:
     writer = read(ctx.spark, ctx.conf).writeStream.foreachBatch(
-        batch_writer(ctx.conf, ctx.token_key)
+        batch_writer(ctx.conf, ctx.key_variable)
     )
     return ctx.start(ctx.with_trigger(ctx.checkpoint(writer, NAME)))
 

@@ -63,12 +63,12 @@ def batch_writer(
     return write_scoring_batch
 
 
-def build(raw_transactions_df: DataFrame, conf: Conf, token_key: bytes) -> DataFrame:
+def build(raw_transactions_df: DataFrame, conf: Conf, key_variable: str) -> DataFrame:
     """Raw Kafka rows of the transactions topic -> valid payments with their history."""
     cfg = conf.similarity
     return payment_history_stream(
         to_bronze_transactions(
-            parse_transactions(raw_transactions_df, token_key, conf.stream.max_future_skew)
+            parse_transactions(raw_transactions_df, key_variable, conf.stream.max_future_skew)
         ),
         cfg.tokens(),
         duration_s(cfg.new_window),
@@ -83,7 +83,7 @@ def start(ctx: RunContext) -> StreamingQuery:
     matcher = PatternMatcher(spark, conf)
     matcher.refresh(force=True)
     payments_df = build(
-        ingest.read(spark, conf, (conf.kafka.topics.transactions,)), conf, ctx.token_key
+        ingest.read(spark, conf, (conf.kafka.topics.transactions,)), conf, ctx.key_variable
     )
     writer = payments_df.writeStream.foreachBatch(
         batch_writer(scorer, matcher, AlertSink(spark, conf))

@@ -67,12 +67,12 @@ def build_pairs(transactions_df: DataFrame, locations_df: DataFrame, conf: Conf)
 
 
 def build(
-    raw_transactions_df: DataFrame, raw_locations_df: DataFrame, conf: Conf, token_key: bytes
+    raw_transactions_df: DataFrame, raw_locations_df: DataFrame, conf: Conf, key_variable: str
 ) -> DataFrame:
     """Raw Kafka rows of each topic -> transaction/fix pairs, from the valid records only."""
     skew = conf.stream.max_future_skew
     return build_pairs(
-        to_bronze_transactions(parse_transactions(raw_transactions_df, token_key, skew)),
+        to_bronze_transactions(parse_transactions(raw_transactions_df, key_variable, skew)),
         to_bronze_device_locations(parse_device_locations(raw_locations_df, skew)),
         conf,
     )
@@ -111,7 +111,7 @@ def start(ctx: RunContext) -> StreamingQuery:
         ingest.read(spark, conf, (topics.transactions,)),
         ingest.read(spark, conf, (topics.device_locations,)),
         conf,
-        ctx.token_key,
+        ctx.key_variable,
     )
     sink = AlertSink(spark, conf)
     writer = pairs_df.writeStream.foreachBatch(batch_writer(sink, conf))
