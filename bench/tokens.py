@@ -25,23 +25,15 @@ import sys
 import time
 
 import pyspark.sql.functions as F
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 
-from tests.leaks import hmac_pads
+from tests.leaks import sha2_on_pads
 from txwatch.infra.config import DEFAULT_CONF, load_conf
 from txwatch.infra.session import create_session
-from udfs.privacy import card_digits, card_token
+from udfs.privacy import card_token
 
 KEY_VARIABLE = "TXWATCH_BENCH_TOKEN_KEY"
 KEY = "txwatch-bench-token-key (not a secret)"
-
-
-def sha2_on_pads(card_number: Column, key: bytes) -> Column:
-    """The old in-plan HMAC: sha2(outer pad || unhex(sha2(inner pad || digits)))."""
-    inner, outer = hmac_pads(key)
-    message = card_digits(card_number).cast("binary")
-    inner_digest = F.unhex(F.sha2(F.concat(F.lit(bytearray(inner)), message), 256))
-    return F.sha2(F.concat(F.lit(bytearray(outer)), inner_digest), 256)
 
 
 def timed(df: DataFrame, runs: int) -> list[float]:

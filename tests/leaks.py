@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import hashlib
 
+import pyspark.sql.functions as F
+from pyspark.sql import Column
+
+from udfs.privacy import card_digits
+
 _SHA256_BLOCK_BYTES = 64
 
 
@@ -33,3 +38,13 @@ def leaked_key_material(text: str, key: bytes) -> list[str]:
     }
     lowered = text.lower()
     return [name for name, form in forms.items() if form.lower() in lowered]
+
+
+def sha2_on_pads(card_number: Column, key: bytes) -> Column:
+    """What ``udfs.privacy.card_token`` was until the key left the plans: HMAC-SHA256 as
+    sha2(outer pad || unhex(sha2(inner pad || digits))), the pads literals in the plan. For
+    the test that the leak check finds them, and the benchmark's comparison."""
+    inner, outer = hmac_pads(key)
+    message = card_digits(card_number).cast("binary")
+    inner_digest = F.unhex(F.sha2(F.concat(F.lit(bytearray(inner)), message), 256))
+    return F.sha2(F.concat(F.lit(bytearray(outer)), inner_digest), 256)
