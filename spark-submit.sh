@@ -14,7 +14,7 @@
 #   SPARK_MASTER        default master
 #   SPARK_SUBMIT        spark-submit to use (default: the one in .venv, else on PATH)
 #   SPARK_SUBMIT_OPTS_EXTRA  more spark-submit options, e.g. "--deploy-mode cluster"
-#   TXWATCH_TOKEN_KEY   secret key for card tokens (stream job)
+#   TXWATCH_TOKEN_KEY   secret key for card and identifier tokens (stream, train, similarity, evaluate)
 #
 # The Kafka connector and Delta jars from .deps/spark-jars and txwatch's own functions
 # (.deps/udfs, compiled by setup) go with --jars, and jobs/, udfs/, txwatch/

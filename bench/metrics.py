@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             started = time.monotonic()
             run_available_now(
-                RunContext(spark, conf, conf.privacy.token_key_env, available_now=True),
+                RunContext(spark, conf, available_now=True),
                 [metrics.POINTS_QUERY],
             )
             seconds = time.monotonic() - started

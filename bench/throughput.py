@@ -539,7 +539,7 @@ def measure_pipeline(spark: SparkSession, conf: Conf, key_variable: str) -> Pipe
     shutil.rmtree(LAKE_ROOT, ignore_errors=True)
     print(f"bench: end to end (run_available_now, lake {LAKE_ROOT})", flush=True)
     started = time.monotonic()
-    run_available_now(RunContext(spark, conf, key_variable, available_now=True), PIPELINE)
+    run_available_now(RunContext(spark, conf, available_now=True), PIPELINE)
     seconds = time.monotonic() - started
     rows = spark.read.format("delta").load(conf.table_path(tables.PIPELINE_PROGRESS)).collect()
     by_query = {q.name: [r for r in rows if r.query_name == q.name] for q in PIPELINE}

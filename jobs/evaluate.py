@@ -29,8 +29,9 @@ from txwatch.infra import tables
 from txwatch.infra.config import DEFAULT_CONF, load_conf
 from txwatch.infra.errors import UserError, run_entry_point
 from txwatch.infra.session import create_session
-from txwatch.lake import read_table, table_exists
+from txwatch.lake import read_pseudonymized, read_table, table_exists
 from txwatch.quality import evaluate as evaluate_quality
+from udfs.privacy import token_key_from_env
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "nab":
         return run_nab(args)
     conf = load_conf(args.conf)
+    token_key_from_env(conf.privacy.token_key_env)  # truth's ids are tokenized to compare
     spark = create_session(conf, "evaluate")
     ok = summarize(spark, conf, args.min_precision, args.min_recall)
     if table_exists(spark, conf, tables.GROUND_TRUTH):
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             spark,
             conf,
             read_table(spark, conf, tables.ALERTS),
-            read_table(spark, conf, tables.GROUND_TRUTH),
+            read_pseudonymized(spark, conf, tables.GROUND_TRUTH),
         )
     return 0 if ok or not args.check else 1
 

@@ -21,6 +21,7 @@ from jobs import utc_time
 from txwatch.infra.config import DEFAULT_CONF, load_conf
 from txwatch.infra.errors import UserError, run_entry_point
 from txwatch.infra.session import create_session
+from udfs.privacy import token_key_from_env
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.since and args.until and args.since >= args.until:
         raise UserError("--since must be before --until")
     conf = load_conf(args.conf)
+    token_key_from_env(conf.privacy.token_key_env)  # it tokenizes the ids it reads
     spark = create_session(conf, "similarity")
     started = time.monotonic()
     result = find_rings(spark, conf, args.since, args.until)

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         WatermarkBounds.from_conf(conf), quiet=args.quiet, buffer=not args.available_now
     )
     spark.streams.addListener(recorder)
-    ctx = RunContext(spark, conf, conf.privacy.token_key_env, available_now=args.available_now)
+    ctx = RunContext(spark, conf, available_now=args.available_now)
     mode = (
         "available-now"
         if args.available_now

@@ -50,7 +50,8 @@ def base_conf() -> Conf:
             "spark.driver.memory": "2g",
         },
     )
-    return dataclasses.replace(conf, spark=spark_conf)
+    privacy = dataclasses.replace(conf.privacy, token_key_env=TEST_KEY_VARIABLE)
+    return dataclasses.replace(conf, spark=spark_conf, privacy=privacy)
 
 
 @pytest.fixture(scope="session")

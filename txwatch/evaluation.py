@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, Row, SparkSession
 
 from txwatch.infra import tables
 from txwatch.infra.config import Conf
-from txwatch.lake import read_table, table_exists
+from txwatch.lake import read_pseudonymized, read_table, table_exists
 from txwatch.simulator import METRIC_SCENARIOS
 from udfs.metrics import METRIC_ALERT_TYPES
 from udfs.privacy import CARD_NUMBER_PATTERN
@@ -151,19 +151,25 @@ def print_metric_incidents(alerts_df: DataFrame, truth_df: DataFrame) -> bool:
 def card_number_hits(df: DataFrame) -> int:
     """Rows of ``df`` with a card-number-shaped digit run in any string (or array of
     strings) column."""
-    texts = [
-        F.col(f.name) if f.dataType.simpleString() == "string" else F.array_join(F.col(f.name), " ")
-        for f in df.schema.fields
-        if f.dataType.simpleString() in ("string", "array<string>")
-    ]
-    if not texts:
-        return 0
-    has_card_number = F.lit(False)
+    return pattern_hits(df, CARD_NUMBER_PATTERN)
+
+
+def pattern_hits(df: DataFrame, pattern: str) -> int:
+    """Rows of ``df`` where any string column, array of strings or string map key matches
+    ``pattern``."""
+    texts = []
+    for f in df.schema.fields:
+        kind = f.dataType.simpleString()
+        if kind == "string":
+            texts.append(F.col(f.name))
+        elif kind == "array<string>":
+            texts.append(F.array_join(F.col(f.name), " "))
+        elif kind.startswith("map<string,"):
+            texts.append(F.array_join(F.map_keys(F.col(f.name)), " "))
+    matches = F.lit(False)
     for text in texts:
-        has_card_number = has_card_number | F.coalesce(
-            text.rlike(CARD_NUMBER_PATTERN), F.lit(False)
-        )
-    return df.filter(has_card_number).count()
+        matches = matches | F.coalesce(text.rlike(pattern), F.lit(False))
+    return df.filter(matches).count() if texts else 0
 
 
 def print_anonymization(spark: SparkSession, conf: Conf) -> None:
@@ -277,7 +283,7 @@ def summarize(spark: SparkSession, conf: Conf, min_precision: float, min_recall:
     print_anonymization(spark, conf)
 
     if table_exists(spark, conf, tables.GROUND_TRUTH):
-        truth_df = read_table(spark, conf, tables.GROUND_TRUTH)
+        truth_df = read_pseudonymized(spark, conf, tables.GROUND_TRUTH)
         quality = impossible_travel_quality(alerts_df, truth_df)
         bar_met = quality.precision >= min_precision and quality.recall >= min_recall
         print(

@@ -7,6 +7,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from txwatch.infra import tables
 from txwatch.infra.config import Conf
+from udfs.privacy import pseudonymize
 
 
 def table_exists(spark: SparkSession, conf: Conf, table: str) -> bool:
@@ -19,6 +20,13 @@ def read_table(spark: SparkSession, conf: Conf, table: str) -> DataFrame:
             f"no Delta table {table!r} at {conf.table_path(table)}: run the stream job first"
         )
     return spark.read.format("delta").load(conf.table_path(table))
+
+
+def read_pseudonymized(spark: SparkSession, conf: Conf, table: str) -> DataFrame:
+    """A table that holds identifiers in the clear (the bronze tables, ``ground_truth``) as
+    every other table holds them: tokenized (``udfs.privacy.pseudonymize``). What a job
+    derives from it then matches what the stream writes, and names no one."""
+    return pseudonymize(read_table(spark, conf, table), conf.privacy.token_key_env)
 
 
 def register_views(spark: SparkSession, conf: Conf) -> list[str]:

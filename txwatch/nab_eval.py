@@ -234,7 +234,7 @@ def evaluate_nab(
             spark = spark_factory(run_conf)
             started = time.monotonic()
             run_available_now(
-                RunContext(spark, run_conf, run_conf.privacy.token_key_env, available_now=True),
+                RunContext(spark, run_conf, available_now=True),
                 [metrics.POINTS_QUERY],
             )
             seconds = time.monotonic() - started

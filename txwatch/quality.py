@@ -34,7 +34,7 @@ from pyspark.sql import DataFrame, SparkSession
 from txwatch.evaluation import metric_incident_results
 from txwatch.infra import tables
 from txwatch.infra.config import Conf
-from txwatch.lake import table_exists
+from txwatch.lake import read_pseudonymized, table_exists
 from txwatch.simulator import (
     KNOWN_FRAUD_SCENARIO,
     METRIC_SCENARIOS,
@@ -316,7 +316,7 @@ def evaluate(
     spark: SparkSession, conf: Conf, alerts_df: DataFrame, truth_df: DataFrame
 ) -> list[QualityRow]:
     """The quality rows (model PR-AUC on its ``ANY`` row), appended to ``evaluation``."""
-    bronze_df = spark.read.format("delta").load(conf.table_path(tables.BRONZE_TRANSACTIONS))
+    bronze_df = read_pseudonymized(spark, conf, tables.BRONZE_TRANSACTIONS)
     rows = transaction_rows(alerts_df, truth_df, bronze_df, ALERT_TYPE_IMPOSSIBLE_TRAVEL)
     rows += transaction_rows(alerts_df, truth_df, bronze_df, MODEL_OUTLIER)
     rows += transaction_rows(alerts_df, truth_df, bronze_df, ALERT_TYPE_SIMILAR_TO_FRAUD)

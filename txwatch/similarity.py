@@ -27,7 +27,7 @@ from txwatch.infra.config import Conf, duration_s
 from txwatch.infra.delta import append_once
 from txwatch.infra.errors import UserError
 from txwatch.infra.topics import publish
-from txwatch.lake import read_table, table_exists
+from txwatch.lake import read_pseudonymized, read_table, table_exists
 from udfs.alerts import severity_from_score, to_alerts
 from udfs.similarity import (
     ALERT_TYPE_FRAUD_RING,
@@ -76,7 +76,7 @@ def payments_window(
             f"no {tables.BRONZE_TRANSACTIONS} table under {conf.lake_root}: run the stream "
             "on some transactions first"
         )
-    df = read_table(spark, conf, tables.BRONZE_TRANSACTIONS)
+    df = read_pseudonymized(spark, conf, tables.BRONZE_TRANSACTIONS)
     if until is None:
         until = df.agg(F.max("event_time")).collect()[0][0]
         if until is None:
@@ -341,7 +341,7 @@ def find_rings(
     published = raise_ring_alerts(spark, conf, found.clusters_df)
     _overwrite(spark, conf, found.common_df.withColumns(stamp), tables.COMMON_TOKENS)
     truth_df = (
-        read_table(spark, conf, tables.GROUND_TRUTH)
+        read_pseudonymized(spark, conf, tables.GROUND_TRUTH)
         if table_exists(spark, conf, tables.GROUND_TRUTH)
         else None
     )

@@ -15,7 +15,7 @@ from txwatch import model, registry
 from txwatch.infra import tables
 from txwatch.infra.config import Conf
 from txwatch.infra.errors import UserError
-from txwatch.lake import read_table, table_exists
+from txwatch.lake import read_pseudonymized, table_exists
 from udfs import schemas
 from udfs.model_features import FEATURES, customer_profiles, leave_one_out
 from udfs.velocity import with_velocity
@@ -47,7 +47,7 @@ def history(
             f"no {tables.BRONZE_TRANSACTIONS} table under {conf.lake_root}: run the stream "
             "on some transactions first"
         )
-    df = read_table(spark, conf, tables.BRONZE_TRANSACTIONS)
+    df = read_pseudonymized(spark, conf, tables.BRONZE_TRANSACTIONS)
     if since is not None:
         df = df.filter(F.col("event_time") >= F.lit(since))
     if until is not None:

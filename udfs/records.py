@@ -15,7 +15,14 @@ import pyspark.sql.types as T
 from pyspark.sql import Column, DataFrame
 
 from udfs import schemas
-from udfs.privacy import card_digits, card_last4, card_token, mask_personal_data
+from udfs.privacy import (
+    card_digits,
+    card_last4,
+    card_token,
+    id_token,
+    mask_personal_data,
+    pseudonymize_text,
+)
 
 CORRUPT_RECORD = "_corrupt_record"
 
@@ -238,12 +245,15 @@ def to_bronze_device_locations(parsed_df: DataFrame) -> DataFrame:
     )
 
 
-def to_quarantine(parsed_df: DataFrame) -> DataFrame:
-    """The invalid records with their reason, card numbers and names masked in the raw text."""
+def to_quarantine(parsed_df: DataFrame, key_variable: str) -> DataFrame:
+    """The invalid records with their reason: in the raw text card numbers and names masked,
+    user and device ids tokenized; the Kafka key (a user or device id, as producers key
+    records) tokenized whole."""
+    kafka_key = F.col("kafka_key")
     return parsed_df.filter(F.col("quarantine_reason").isNotNull()).select(
         *KAFKA_COLUMNS,
-        mask_personal_data(F.col("kafka_key")).alias("kafka_key"),
-        mask_personal_data(F.col("raw_value")).alias("raw_value"),
+        id_token(kafka_key, "kafka_key", key_variable).alias("kafka_key"),
+        pseudonymize_text(mask_personal_data(F.col("raw_value")), key_variable).alias("raw_value"),
         F.col("quarantine_reason").alias("reason"),
         F.current_timestamp().alias("quarantined_at"),
     )

@@ -8,7 +8,6 @@ import time
 from kafka import KafkaConsumer, KafkaProducer
 from pyspark.sql import SparkSession
 
-from tests.conftest import TEST_KEY_VARIABLE
 from txwatch.infra.config import Conf
 from txwatch.queries import PIPELINE
 from txwatch.queries.base import RunContext
@@ -17,7 +16,7 @@ from txwatch.queries.runner import run_available_now
 
 def run_pipeline(spark: SparkSession, conf: Conf) -> None:
     """One --available-now run, as `spark-submit.sh stream --available-now` does it."""
-    run_available_now(RunContext(spark, conf, TEST_KEY_VARIABLE, available_now=True), PIPELINE)
+    run_available_now(RunContext(spark, conf, available_now=True), PIPELINE)
 
 
 def produce(conf: Conf, topic: str, values: list, key_field: str | None = None) -> None:

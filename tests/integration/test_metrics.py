@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 import pyspark.sql.functions as F
 import pytest
 
-from tests.conftest import TEST_KEY_VARIABLE
 from tests.integration.kafka_helpers import produce
 from txwatch import nab
 from txwatch.infra import tables
@@ -55,7 +54,7 @@ SCORE_COLUMNS = (
 
 
 def run(spark, conf, *queries) -> None:
-    run_available_now(RunContext(spark, conf, TEST_KEY_VARIABLE, available_now=True), queries)
+    run_available_now(RunContext(spark, conf, available_now=True), queries)
 
 
 def transaction(tx_id: str, at: datetime, status: str, category: str, amount: float) -> dict:

@@ -9,13 +9,16 @@ import itertools
 import pyspark.sql.functions as F
 import pytest
 
+from tests.conftest import TEST_TOKEN_KEY
 from tests.integration.kafka_helpers import run_pipeline
 from txwatch import quality
+from txwatch.evaluation import pattern_hits
 from txwatch.infra import tables
 from txwatch.infra.kafka_admin import ensure_topics
-from txwatch.lake import read_table
+from txwatch.lake import read_table, table_exists
 from txwatch.similarity import find_rings
 from txwatch.simulator import (
+    LAST_NAMES,
     MODEL_SCENARIOS,
     PATTERN_REPEAT_SCENARIO,
     RING_SCENARIO,
@@ -25,6 +28,7 @@ from txwatch.simulator import (
     write_ground_truth,
 )
 from txwatch.training import train
+from udfs.privacy import id_token_py
 
 pytestmark = pytest.mark.kafka
 
@@ -101,13 +105,28 @@ def test_model_trained_on_history_scores_the_next_period_in_the_stream(spark, ka
     assert "known fraud pattern" in match.reason and "label known_fraud" in match.reason
 
     found = find_rings(spark, conf)
-    ring_accounts = {t.user_id for t in sim.truth if t.scenario == RING_SCENARIO}
+    # Tables outside bronze name accounts by their tokens only.
+    ring_accounts = {
+        id_token_py(t.user_id, "user_id", TEST_TOKEN_KEY)
+        for t in sim.truth
+        if t.scenario == RING_SCENARIO
+    }
     assert [set(members) for _, members, _ in found.rings] == [ring_accounts]
     ring_alert = (
         read_table(spark, conf, tables.ALERTS).filter(F.col("alert_type") == "fraud_ring").collect()
     )
     assert len(ring_alert) == 1
     assert all(account in ring_alert[0].reason for account in ring_accounts)
+
+    # No table outside bronze and ground_truth names anyone: the simulator's user ids,
+    # device ids and holders' last names, found in bronze, are nowhere else.
+    clear = rf"\bu-\d{{6}}\b|\bd-[0-9a-f]{{12}}\b|\b(?:{'|'.join(LAST_NAMES)})\b"
+    assert pattern_hits(read_table(spark, conf, tables.BRONZE_TRANSACTIONS), clear) > 0
+    raw = {tables.BRONZE_TRANSACTIONS, tables.BRONZE_DEVICE_LOCATIONS, tables.GROUND_TRUTH}
+    derived = [t for t in tables.ALL_TABLES if t not in raw and table_exists(spark, conf, t)]
+    assert tables.CUSTOMER_PROFILES in derived and tables.ACCOUNT_CLUSTERS in derived
+    hits = {t: pattern_hits(read_table(spark, conf, t), clear) for t in derived}
+    assert not any(hits.values()), hits
     assert found.alerts_published == 1
     # Published once to the alert topic, and not again when the same ring is found again.
     assert find_rings(spark, conf).alerts_published == 0

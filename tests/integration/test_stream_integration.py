@@ -9,11 +9,13 @@ import pyspark.sql.functions as F
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
+from tests.conftest import TEST_TOKEN_KEY
 from tests.integration.kafka_helpers import consume_all, produce, run_pipeline
 from txwatch.infra import tables
 from txwatch.infra.kafka_admin import ensure_topics
 from txwatch.lake import read_table
 from udfs.geo import haversine_m_py
+from udfs.privacy import id_token_py
 
 pytestmark = pytest.mark.kafka
 
@@ -107,7 +109,9 @@ def test_join_across_micro_batches_alerts_once_and_publishes(spark, kafka_conf):
     assert len(published) == 1
     message = json.loads(published[0].value)
     assert published[0].key.decode() == message["alert_id"] == alerts.first().alert_id
-    assert message["transaction_id"] == "fraud" and "km from device d1" in message["reason"]
+    device = id_token_py("d1", "device_id", TEST_TOKEN_KEY)  # no id in the clear outside bronze
+    assert message["transaction_id"] == "fraud" and f"km from device {device}" in message["reason"]
+    assert message["device_id"] == device and message["user_id"].startswith("u_")
     # Re-running with nothing new changes nothing: no second alert, no second message.
     produce(
         conf,

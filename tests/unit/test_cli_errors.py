@@ -76,7 +76,7 @@ def test_bad_duration_in_conf(tmp_path: Path):
     ],
 )
 def test_query_failure_names_the_query_in_one_line(spark, conf, error, expected):
-    ctx = RunContext(spark, conf, b"k", available_now=False)
+    ctx = RunContext(spark, conf, available_now=False)
     failure = describe_failure("ingest", error, ctx)
     assert isinstance(failure, UserError) and failure.exit_code == 1
     message = str(failure)

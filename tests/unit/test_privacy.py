@@ -11,7 +11,9 @@ from udfs.privacy import (
     card_last4,
     card_token,
     card_token_py,
+    id_token_py,
     mask_card_numbers,
+    pseudonymize,
     token_key_from_env,
 )
 
@@ -98,3 +100,19 @@ def test_token_key_from_env(monkeypatch):
         token_key_from_env("TXWATCH_TEST_KEY")
     monkeypatch.setenv("TXWATCH_TEST_KEY", "s3cret")
     assert token_key_from_env("TXWATCH_TEST_KEY") == b"s3cret"
+
+
+def test_identifiers_become_tokens_of_their_kind(spark):
+    df = spark.createDataFrame(
+        [("t1", "u-1", "u-1", "Ana Silva"), ("t2", "u-2", None, None)],
+        "transaction_id string, user_id string, device_id string, name string",
+    )
+    rows = {r.transaction_id: r for r in pseudonymize(df, TEST_KEY_VARIABLE).collect()}
+    key = TEST_TOKEN_KEY
+    assert rows["t1"].user_id == id_token_py("u-1", "user_id", key)
+    assert rows["t1"].device_id == id_token_py("u-1", "device_id", key)
+    assert rows["t1"].user_id != rows["t1"].device_id  # one value, two kinds: two tokens
+    assert rows["t1"].name == id_token_py("Ana Silva", "name", key)
+    assert rows["t1"].user_id.startswith("u_") and len(rows["t1"].user_id) == 18
+    assert rows["t2"].device_id is None and rows["t2"].name is None
+    assert rows["t2"].transaction_id == "t2"  # other columns as they were

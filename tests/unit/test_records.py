@@ -6,7 +6,7 @@ from datetime import datetime
 from pyspark.testing import assertDataFrameEqual
 
 from tests.conftest import TEST_KEY_VARIABLE, TEST_TOKEN_KEY
-from udfs.privacy import card_token_py
+from udfs.privacy import card_token_py, id_token_py
 from udfs.records import (
     RAW_KAFKA_SCHEMA,
     parse_device_locations,
@@ -31,8 +31,8 @@ GOOD_TX = {
 }
 
 
-def raw_df(spark, values, topic="transactions"):
-    rows = [(topic, 0, i, KAFKA_TS, None, v) for i, v in enumerate(values)]
+def raw_df(spark, values, topic="transactions", key=None):
+    rows = [(topic, 0, i, KAFKA_TS, key, v) for i, v in enumerate(values)]
     return spark.createDataFrame(rows, RAW_KAFKA_SCHEMA)
 
 
@@ -50,7 +50,7 @@ def test_valid_transaction_is_typed_and_tokenized(spark):
         0,
     )
     assert "card_number" not in bronze.columns
-    assert to_quarantine(parsed).count() == 0
+    assert to_quarantine(parsed, TEST_KEY_VARIABLE).count() == 0
 
 
 def test_invalid_transactions_get_every_reason(spark):
@@ -70,7 +70,7 @@ def test_invalid_transactions_get_every_reason(spark):
         variant(amount="7.25"),  # a number sent as a string is fine
     ]
     parsed = parse_transactions(raw_df(spark, values), TEST_KEY_VARIABLE, "1 day")
-    result = to_quarantine(parsed).select("kafka_offset", "reason", "raw_value")
+    result = to_quarantine(parsed, TEST_KEY_VARIABLE).select("kafka_offset", "reason", "raw_value")
     expected = spark.createDataFrame(
         [
             (0, "malformed_json", '{"transaction_id": "t-2", "card_number": "****1111", '),
@@ -96,14 +96,19 @@ def test_invalid_transactions_get_every_reason(spark):
     )
 
 
-def test_quarantined_raw_value_masks_the_holders_name(spark):
+def test_quarantined_raw_value_masks_the_holder_and_tokenizes_ids(spark):
     values = [
         json.dumps({**GOOD_TX, "name": "Ana Silva", "amount": "lots"}),
         '{"transaction_id": "t-3", "name": "Jean Dupont", "card_number": "4111',
     ]
-    parsed = parse_transactions(raw_df(spark, values), TEST_KEY_VARIABLE, "1 day")
-    raw_by_offset = {r.kafka_offset: r.raw_value for r in to_quarantine(parsed).collect()}
+    parsed = parse_transactions(raw_df(spark, values, key="u-1"), TEST_KEY_VARIABLE, "1 day")
+    rows = to_quarantine(parsed, TEST_KEY_VARIABLE).collect()
+    raw_by_offset = {r.kafka_offset: r.raw_value for r in rows}
     assert set(raw_by_offset) == {0, 1}
+    user, device = (id_token_py(GOOD_TX[f], f, TEST_TOKEN_KEY) for f in ("user_id", "device_id"))
+    assert f'"user_id": "{user}"' in raw_by_offset[0] and '"u-1"' not in raw_by_offset[0]
+    assert f'"device_id": "{device}"' in raw_by_offset[0] and '"d-1"' not in raw_by_offset[0]
+    assert {r.kafka_key for r in rows} == {id_token_py("u-1", "kafka_key", TEST_TOKEN_KEY)}
     assert '"name": "****"' in raw_by_offset[0] and "Ana" not in raw_by_offset[0]
     assert "Silva" not in raw_by_offset[0]
     assert raw_by_offset[1].startswith('{"transaction_id": "t-3", "name": "****"')

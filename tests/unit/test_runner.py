@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import TEST_KEY_VARIABLE
 from txwatch.infra.errors import UserError
 from txwatch.queries.base import QuerySpec, RunContext
 from txwatch.queries.runner import run_available_now
@@ -15,6 +14,6 @@ def _never_started(ctx: RunContext):
 def test_queries_that_wait_for_each_other_are_an_error_not_a_hang(spark, conf):
     first = QuerySpec("first", _never_started, after=("second",))
     second = QuerySpec("second", _never_started, after=("first",))
-    ctx = RunContext(spark, conf, TEST_KEY_VARIABLE, available_now=True)
+    ctx = RunContext(spark, conf, available_now=True)
     with pytest.raises(UserError, match="queries first, second wait for each other"):
         run_available_now(ctx, [first, second])

@@ -18,7 +18,7 @@ def shape(schema: T.StructType) -> list[tuple[str, str]]:
 
 def test_every_stream_table_has_the_declared_schema(spark, conf):
     raw_df = spark.createDataFrame([], RAW_KAFKA_SCHEMA)
-    outputs = ingest.build(ingest.parse_batch(raw_df, conf, TEST_KEY_VARIABLE))
+    outputs = ingest.build(ingest.parse_batch(raw_df, conf), TEST_KEY_VARIABLE)
     assert shape(outputs.bronze_transactions_df.schema) == shape(schemas.BRONZE_TRANSACTIONS)
     assert shape(outputs.bronze_device_locations_df.schema) == shape(
         schemas.BRONZE_DEVICE_LOCATIONS

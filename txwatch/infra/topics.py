@@ -47,7 +47,7 @@ def valid_messages(
     """
     messages_df = parse_messages(batch_df, schema, required).persist()
     try:
-        invalid_df = to_quarantine(messages_df)
+        invalid_df = to_quarantine(messages_df, conf.privacy.token_key_env)
         if not invalid_df.isEmpty():
             append_once(invalid_df, conf, tables.QUARANTINE, writer_id, batch_id)
         yield messages_df.filter(F.col("quarantine_reason").isNull())

@@ -23,15 +23,15 @@ TABLES_POOL = "tables"
 
 @dataclass(frozen=True)
 class RunContext:
-    """What a query needs to start: the session, the conf, the token key and the trigger.
+    """What a query needs to start: the session, the conf and the trigger.
 
-    ``key_variable`` names the environment variable holding the token key: Spark's tasks
-    read it where they run (``udfs.privacy.keyed_hash``), so the key is never in a plan.
+    The token key is not here: ``conf.privacy.token_key_env`` names the environment
+    variable that holds it, which Spark's tasks read where they run
+    (``udfs.privacy.keyed_hash``), so the key is never in a plan.
     """
 
     spark: SparkSession
     conf: Conf
-    key_variable: str
     available_now: bool
 
     def with_trigger(

@@ -91,14 +91,16 @@ def _raw_text_of_invalid_only(parsed_df: DataFrame) -> DataFrame:
     )
 
 
-def parse_batch(raw_df: DataFrame, conf: Conf, key_variable: str) -> ParsedBatch:
+def parse_batch(raw_df: DataFrame, conf: Conf) -> ParsedBatch:
     """Parse and validate raw Kafka rows, by topic."""
     topics = conf.kafka.topics
     skew = conf.stream.max_future_skew
     return ParsedBatch(
         transactions_df=_raw_text_of_invalid_only(
             parse_transactions(
-                raw_df.filter(F.col("kafka_topic") == topics.transactions), key_variable, skew
+                raw_df.filter(F.col("kafka_topic") == topics.transactions),
+                conf.privacy.token_key_env,
+                skew,
             )
         ),
         device_locations_df=_raw_text_of_invalid_only(
@@ -112,27 +114,27 @@ def parse_batch(raw_df: DataFrame, conf: Conf, key_variable: str) -> ParsedBatch
     )
 
 
-def build(parsed: ParsedBatch) -> IngestOutputs:
+def build(parsed: ParsedBatch, key_variable: str) -> IngestOutputs:
     """Split parsed records into the three ingestion tables."""
     transactions_df, locations_df = parsed.transactions_df, parsed.device_locations_df
     return IngestOutputs(
         bronze_transactions_df=to_bronze_transactions(transactions_df),
         bronze_device_locations_df=to_bronze_device_locations(locations_df),
-        quarantine_df=to_quarantine(transactions_df)
-        .unionByName(to_quarantine(locations_df))
-        .unionByName(to_quarantine(parsed.metric_points_df)),
+        quarantine_df=to_quarantine(transactions_df, key_variable)
+        .unionByName(to_quarantine(locations_df, key_variable))
+        .unionByName(to_quarantine(parsed.metric_points_df, key_variable)),
     )
 
 
-def batch_writer(conf: Conf, key_variable: str) -> Callable[[DataFrame, int], None]:
+def batch_writer(conf: Conf) -> Callable[[DataFrame, int], None]:
     """The ``foreachBatch`` function of the ingest query."""
 
     def write_ingest_batch(batch_df: DataFrame, batch_id: int) -> None:
         # Read Kafka once and parse each record once, although three tables are written.
         raw_df = batch_df.persist()
-        parsed = parse_batch(raw_df, conf, key_variable).persist()
+        parsed = parse_batch(raw_df, conf).persist()
         try:
-            outputs = build(parsed)
+            outputs = build(parsed, conf.privacy.token_key_env)
             for table, df in (
                 (tables.BRONZE_TRANSACTIONS, outputs.bronze_transactions_df),
                 (tables.BRONZE_DEVICE_LOCATIONS, outputs.bronze_device_locations_df),
@@ -147,9 +149,7 @@ def batch_writer(conf: Conf, key_variable: str) -> Callable[[DataFrame, int], No
 
 
 def start(ctx: RunContext) -> StreamingQuery:
-    writer = read(ctx.spark, ctx.conf).writeStream.foreachBatch(
-        batch_writer(ctx.conf, ctx.key_variable)
-    )
+    writer = read(ctx.spark, ctx.conf).writeStream.foreachBatch(batch_writer(ctx.conf))
     return ctx.start(ctx.with_trigger(ctx.checkpoint(writer, NAME)))
 
 

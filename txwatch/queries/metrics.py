@@ -56,11 +56,11 @@ def _ms(duration: str) -> int:
     return int(duration_s(duration) * 1000)
 
 
-def build_windows(raw_transactions_df: DataFrame, conf: Conf, key_variable: str) -> DataFrame:
+def build_windows(raw_transactions_df: DataFrame, conf: Conf) -> DataFrame:
     """Raw Kafka rows of the transactions topic -> scored per-minute points of every series."""
     stream = conf.stream
     transactions_df = to_bronze_transactions(
-        parse_transactions(raw_transactions_df, key_variable, stream.max_future_skew)
+        parse_transactions(raw_transactions_df, conf.privacy.token_key_env, stream.max_future_skew)
     )
     points_df = transaction_series_points(
         with_watermark_time(transactions_df, stream.max_event_time_lead),
@@ -126,9 +126,7 @@ def _start(ctx: RunContext, name: str, source: str, scores_df: DataFrame) -> Str
 
 def start_windows(ctx: RunContext) -> StreamingQuery:
     raw_df = ingest.read(ctx.spark, ctx.conf, (ctx.conf.kafka.topics.transactions,))
-    return _start(
-        ctx, WINDOWS_NAME, SOURCE_TRANSACTIONS, build_windows(raw_df, ctx.conf, ctx.key_variable)
-    )
+    return _start(ctx, WINDOWS_NAME, SOURCE_TRANSACTIONS, build_windows(raw_df, ctx.conf))
 
 
 def start_points(ctx: RunContext) -> StreamingQuery:

@@ -35,6 +35,7 @@ from txwatch.pattern_matcher import PatternMatcher
 from txwatch.queries import ingest
 from txwatch.queries.base import TABLES_POOL, QuerySpec, RunContext
 from udfs.payment_history import payment_history_stream
+from udfs.privacy import pseudonymize
 from udfs.records import parse_transactions, to_bronze_transactions
 
 NAME = "payment_scoring"
@@ -63,13 +64,15 @@ def batch_writer(
     return write_scoring_batch
 
 
-def build(raw_transactions_df: DataFrame, conf: Conf, key_variable: str) -> DataFrame:
-    """Raw Kafka rows of the transactions topic -> valid payments with their history."""
-    cfg = conf.similarity
+def build(raw_transactions_df: DataFrame, conf: Conf) -> DataFrame:
+    """Raw Kafka rows of the transactions topic -> valid payments with their history,
+    identifiers tokenized (``udfs.privacy.pseudonymize``)."""
+    cfg, key_variable = conf.similarity, conf.privacy.token_key_env
+    payments_df = to_bronze_transactions(
+        parse_transactions(raw_transactions_df, key_variable, conf.stream.max_future_skew)
+    )
     return payment_history_stream(
-        to_bronze_transactions(
-            parse_transactions(raw_transactions_df, key_variable, conf.stream.max_future_skew)
-        ),
+        pseudonymize(payments_df, key_variable),
         cfg.tokens(),
         duration_s(cfg.new_window),
         duration_s(cfg.habit_window),
@@ -82,9 +85,7 @@ def start(ctx: RunContext) -> StreamingQuery:
     scorer.refresh(force=True)
     matcher = PatternMatcher(spark, conf)
     matcher.refresh(force=True)
-    payments_df = build(
-        ingest.read(spark, conf, (conf.kafka.topics.transactions,)), conf, ctx.key_variable
-    )
+    payments_df = build(ingest.read(spark, conf, (conf.kafka.topics.transactions,)), conf)
     writer = payments_df.writeStream.foreachBatch(
         batch_writer(scorer, matcher, AlertSink(spark, conf))
     )

@@ -30,6 +30,7 @@ from txwatch.infra.topics import publish
 from txwatch.queries import ingest
 from txwatch.queries.base import ALERTS_POOL, QuerySpec, RunContext
 from udfs.eventtime import with_watermark_time
+from udfs.privacy import pseudonymize
 from udfs.records import (
     parse_device_locations,
     parse_transactions,
@@ -66,14 +67,16 @@ def build_pairs(transactions_df: DataFrame, locations_df: DataFrame, conf: Conf)
     return with_travel_metrics(pairs_df, conf.impossible_travel)
 
 
-def build(
-    raw_transactions_df: DataFrame, raw_locations_df: DataFrame, conf: Conf, key_variable: str
-) -> DataFrame:
-    """Raw Kafka rows of each topic -> transaction/fix pairs, from the valid records only."""
-    skew = conf.stream.max_future_skew
+def build(raw_transactions_df: DataFrame, raw_locations_df: DataFrame, conf: Conf) -> DataFrame:
+    """Raw Kafka rows of each topic -> transaction/fix pairs, from the valid records only,
+    identifiers tokenized (``udfs.privacy.pseudonymize``): alerts and enrichment hold no
+    user or device id in the clear."""
+    skew, key_variable = conf.stream.max_future_skew, conf.privacy.token_key_env
+    transactions_df = parse_transactions(raw_transactions_df, key_variable, skew)
+    locations_df = parse_device_locations(raw_locations_df, skew)
     return build_pairs(
-        to_bronze_transactions(parse_transactions(raw_transactions_df, key_variable, skew)),
-        to_bronze_device_locations(parse_device_locations(raw_locations_df, skew)),
+        pseudonymize(to_bronze_transactions(transactions_df), key_variable),
+        pseudonymize(to_bronze_device_locations(locations_df), key_variable),
         conf,
     )
 
@@ -111,7 +114,6 @@ def start(ctx: RunContext) -> StreamingQuery:
         ingest.read(spark, conf, (topics.transactions,)),
         ingest.read(spark, conf, (topics.device_locations,)),
         conf,
-        ctx.key_variable,
     )
     sink = AlertSink(spark, conf)
     writer = pairs_df.writeStream.foreachBatch(batch_writer(sink, conf))
