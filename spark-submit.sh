@@ -64,12 +64,14 @@ fi
 [[ -n "$SUBMIT" ]] || { echo "spark-submit.sh: no spark-submit found; run make setup" >&2; exit 1; }
 
 shopt -s nullglob
-JARS=("$ROOT"/.deps/spark-jars/*.jar "$ROOT"/.deps/udfs/txwatch-udfs.jar)
+JARS=("$ROOT"/.deps/spark-jars/*.jar)
 shopt -u nullglob
-if [[ ${#JARS[@]} -eq 0 || ! -f "$ROOT/.deps/udfs/txwatch-udfs.jar" ]]; then
+UDF_JAR="$ROOT/.deps/udfs/txwatch-udfs.jar"
+if [[ ${#JARS[@]} -eq 0 || ! -f "$UDF_JAR" ]]; then
   echo "spark-submit.sh: no jars in .deps/spark-jars or no .deps/udfs/txwatch-udfs.jar; run make setup (scripts/setup.sh)" >&2
   exit 1
 fi
+JARS+=("$UDF_JAR")
 JARS_CSV="$(IFS=,; echo "${JARS[*]}")"
 
 # Package the code for the executors; rebuilt on every submit so it always matches.

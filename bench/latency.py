@@ -475,7 +475,10 @@ def run_rate(rate: int, args: argparse.Namespace) -> Run:
     listener.start()
     log_path = LAT_DIR / f"stream-{rate}.log"
     job_s = READY_TIMEOUT_S + args.warmup_s + args.minutes * 60 + args.grace_s + 300
-    env = {**os.environ, conf.privacy.token_key_env: BENCH_TOKEN_KEY.decode()}
+    # The user's key when set: a --model-registry from another lake (the demo's) has its
+    # customer profiles keyed by that lake's user tokens, which only the same key matches.
+    env = {**os.environ}
+    env.setdefault(conf.privacy.token_key_env, BENCH_TOKEN_KEY.decode())
     env.update(PYTHONPATH=str(REPO_ROOT))
     env.pop("TXWATCH_LAKE_ROOT", None)
     command = [str(PYTHON), "-m", "jobs.stream", "--conf", str(conf_path), "--quiet"]

@@ -34,6 +34,7 @@ from bench.throughput import (
     bench_conf,
     jvm_pid,
     peak_rss_mib,
+    token_key_variable,
 )
 from txwatch.infra.config import Conf
 from txwatch.infra.kafka_admin import admin_client, ensure_topics, local_broker
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         sent, send_s = send_points(conf, args.series, minutes)
         print(f"bench.metrics: {sent:,} points sent in {send_s:.0f} s", flush=True)
         shutil.rmtree(LAKE_ROOT, ignore_errors=True)
+        token_key_variable(conf)  # quarantined points get their Kafka key tokenized
         spark = create_session(conf, "bench-metrics")
         pid = jvm_pid(spark)
         try:

@@ -534,7 +534,7 @@ class Pipeline:
         return self.events / self.seconds
 
 
-def measure_pipeline(spark: SparkSession, conf: Conf, key_variable: str) -> Pipeline:
+def measure_pipeline(spark: SparkSession, conf: Conf) -> Pipeline:
     """Time ``run_available_now`` on a fresh lake; phase times from ``pipeline_progress``."""
     shutil.rmtree(LAKE_ROOT, ignore_errors=True)
     print(f"bench: end to end (run_available_now, lake {LAKE_ROOT})", flush=True)
@@ -798,7 +798,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_spark_measurements(conf: Conf, key_variable: str, cost_report: bool = True) -> Measurements:
+def run_spark_measurements(conf: Conf, cost_report: bool = True) -> Measurements:
     """Ceiling, then the pipeline, in one Spark session (the ceiling warms the JVM up).
 
     With ``cost_report``, the tables' Delta history and ``pipeline_progress`` are read
@@ -813,7 +813,7 @@ def run_spark_measurements(conf: Conf, key_variable: str, cost_report: bool = Tr
         ceiling_jvm = JvmUsage.since(pid, cpu_before, ceiling.seconds)
         peak_was_reset = reset_peak_rss(pid)
         cpu_before = cpu_seconds(pid)
-        pipeline = measure_pipeline(spark, conf, key_variable)
+        pipeline = measure_pipeline(spark, conf)
         pipeline_jvm = JvmUsage.since(pid, cpu_before, pipeline.seconds)
         if not peak_was_reset:  # VmHWM still holds the ceiling's peak
             pipeline_jvm = replace(pipeline_jvm, peak_rss_mib=None)
@@ -841,11 +841,11 @@ def clean_up(conf: Conf) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     conf = bench_conf(args.conf)
-    key_variable = token_key_variable(conf)
+    token_key_variable(conf)  # before the session: Spark's tasks read it
     BENCH_DIR.mkdir(exist_ok=True)
     with local_broker(conf.kafka.bootstrap_servers):
         backlog = prepare_backlog(conf, args.transactions, args.keep_data, args.hours)
-        measurements = run_spark_measurements(conf, key_variable, not args.skip_cost_report)
+        measurements = run_spark_measurements(conf, not args.skip_cost_report)
         baseline = None if args.skip_baseline else run_baseline(conf, backlog.records)
         print()
         print(report(conf, backlog, measurements, baseline), flush=True)

@@ -58,6 +58,8 @@ def run_nab(args: argparse.Namespace) -> int:
     from txwatch.nab_eval import evaluate_nab
 
     conf = load_conf(args.nab_conf or args.conf)
+    # Points that fail validation are quarantined with their Kafka key tokenized.
+    token_key_from_env(conf.privacy.token_key_env)
     if not args.data.is_dir():
         raise UserError(f"--data {args.data}: not a directory")
     if args.labels is not None and not args.labels.is_file():

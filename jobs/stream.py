@@ -1,7 +1,8 @@
 """The streaming pipeline: Kafka -> bronze + quarantine, alerts, enriched transactions.
 
-Runs the queries of ``txwatch.queries.PIPELINE`` (``ingest``, ``travel``, ``alerts``,
-``enrich``; see each module for what it does).
+Runs the queries of ``txwatch.queries.PIPELINE`` (``ingest``, ``travel``,
+``metric_windows``, ``metric_points``, ``payment_scoring``, ``alerts``, ``enrich``; see each
+module for what it does).
 
     ./spark-submit.sh stream [--conf conf/local.yaml] [--available-now] [--duration '10 minutes']
 """

@@ -26,7 +26,7 @@ TEST_KEYS = {
     "TXWATCH_TEST_KEY_SHORT": "k",
     "TXWATCH_TEST_KEY_BLOCK": "0123456789abcdef" * 4,  # exactly SHA-256's 64-byte block
     "TXWATCH_TEST_KEY_LONG": "a much longer key " * 8,  # longer: hashed first (RFC 2104)
-    "TXWATCH_TEST_KEY_UTF8": "clé secrète ü",
+    "TXWATCH_TEST_KEY_SYMBOLS": 'k3y with spaces, "quotes" & symbols!',
 }
 os.environ.update(TEST_KEYS)
 

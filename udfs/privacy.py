@@ -46,7 +46,7 @@ NAME_FIELD_MASK = "$1****"
 
 
 class MissingTokenKeyError(RuntimeError):
-    """The environment variable holding the tokenization key is unset or empty."""
+    """The environment variable holding the tokenization key is unset, empty or unusable."""
 
 
 def token_key_from_env(variable: str) -> bytes:
@@ -60,6 +60,14 @@ def token_key_from_env(variable: str) -> bytes:
             f"environment variable {variable} is not set: it holds the secret key for card "
             f"tokens (HMAC-SHA256). Set it, e.g. `export {variable}=$(openssl rand -hex 32)`; "
             "keep the same key across runs so tokens stay comparable"
+        )
+    if not value.isascii():
+        # Each executor's JVM decodes its environment with its own locale: a non-ASCII key
+        # could give other key bytes there, and other tokens, without any error.
+        raise MissingTokenKeyError(
+            f"environment variable {variable} holds characters outside ASCII: a token key "
+            f"must be ASCII (e.g. `export {variable}=$(openssl rand -hex 32)`), so every "
+            "executor reads the same bytes whatever its locale"
         )
     return value.encode("utf-8")
 
@@ -114,14 +122,15 @@ def pseudonymize(df: DataFrame, key_variable: str) -> DataFrame:
 
 def pseudonymize_text(text: Column, key_variable: str) -> Column:
     """``text`` (a raw JSON record) with the value of its ``user_id`` and ``device_id``
-    fields replaced by their tokens (a field written twice gets the first value's token
-    both times; the name is masked whole by ``mask_personal_data``)."""
+    fields replaced by their tokens: quoted or not (a number), and also when the record is
+    cut short inside the value. A field written twice gets the first value's token both
+    times; the name is masked whole by ``mask_personal_data``."""
     for field in ("user_id", "device_id"):
-        value = F.regexp_extract(text, rf'"{field}"\s*:\s*"([^"]*)"', 1)
+        value = F.regexp_extract(text, rf'"{field}"\s*:\s*"?([^",}}]*)', 1)
         text = F.when(value == "", text).otherwise(
             F.regexp_replace(
                 text,
-                rf'("{field}"\s*:\s*")[^"]*',
+                rf'("{field}"\s*:\s*"?)[^",}}]*',
                 F.concat(F.lit("$1"), id_token(value, field, key_variable)),
             )
         )

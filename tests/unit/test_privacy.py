@@ -100,6 +100,9 @@ def test_token_key_from_env(monkeypatch):
         token_key_from_env("TXWATCH_TEST_KEY")
     monkeypatch.setenv("TXWATCH_TEST_KEY", "s3cret")
     assert token_key_from_env("TXWATCH_TEST_KEY") == b"s3cret"
+    monkeypatch.setenv("TXWATCH_TEST_KEY", "clé")  # executors would decode it by locale
+    with pytest.raises(MissingTokenKeyError, match="must be ASCII"):
+        token_key_from_env("TXWATCH_TEST_KEY")
 
 
 def test_identifiers_become_tokens_of_their_kind(spark):

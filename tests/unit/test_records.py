@@ -100,11 +100,15 @@ def test_quarantined_raw_value_masks_the_holder_and_tokenizes_ids(spark):
     values = [
         json.dumps({**GOOD_TX, "name": "Ana Silva", "amount": "lots"}),
         '{"transaction_id": "t-3", "name": "Jean Dupont", "card_number": "4111',
+        '{"transaction_id": "t-4", "user_id": 42, "device_id": "d-12',  # cut short
     ]
     parsed = parse_transactions(raw_df(spark, values, key="u-1"), TEST_KEY_VARIABLE, "1 day")
     rows = to_quarantine(parsed, TEST_KEY_VARIABLE).collect()
     raw_by_offset = {r.kafka_offset: r.raw_value for r in rows}
-    assert set(raw_by_offset) == {0, 1}
+    assert set(raw_by_offset) == {0, 1, 2}
+    cut = raw_by_offset[2]  # an id sent as a number, an id cut short: tokens all the same
+    assert f'"user_id": {id_token_py("42", "user_id", TEST_TOKEN_KEY)},' in cut
+    assert cut.endswith(f'"device_id": "{id_token_py("d-12", "device_id", TEST_TOKEN_KEY)}')
     user, device = (id_token_py(GOOD_TX[f], f, TEST_TOKEN_KEY) for f in ("user_id", "device_id"))
     assert f'"user_id": "{user}"' in raw_by_offset[0] and '"u-1"' not in raw_by_offset[0]
     assert f'"device_id": "{device}"' in raw_by_offset[0] and '"d-1"' not in raw_by_offset[0]

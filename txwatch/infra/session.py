@@ -125,7 +125,9 @@ def register_functions(spark: SparkSession) -> None:
 
     try:
         spark.udf.registerJavaFunction(HMAC_FUNCTION, HMAC_CLASS, StringType())
-    except Exception:  # py4j wraps the JVM's ClassNotFoundException
+    except Exception as err:  # "Can not load class io.txwatch...": the jar is not there
+        if HMAC_CLASS not in str(err):
+            raise
         raise UserError(
             f"Spark function {HMAC_FUNCTION} ({HMAC_CLASS}) cannot be loaded: its jar "
             f"{UDFS_JAR.relative_to(REPO_ROOT)} is missing from the session; run `make setup` "

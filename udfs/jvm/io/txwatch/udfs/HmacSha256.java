@@ -51,6 +51,12 @@ public final class HmacSha256 implements UDF2<String, String, String> {
               + " the secret key for tokens. On a cluster, pass it to the executors with"
               + " spark.executorEnv." + keyVariable + " (or your cluster's secret mechanism)");
     }
+    if (!key.chars().allMatch(c -> c < 128)) {
+      // The environment is decoded with this JVM's locale: other bytes, other tokens.
+      throw new IllegalStateException(
+          "environment variable " + keyVariable + " holds characters outside ASCII: a token key"
+              + " must be ASCII (e.g. openssl rand -hex 32)");
+    }
     try {
       Mac mac = Mac.getInstance(ALGORITHM);
       mac.init(new SecretKeySpec(key.getBytes(StandardCharsets.UTF_8), ALGORITHM));
