@@ -13,17 +13,22 @@ import pyspark.sql.functions as F
 import pytest
 
 from tests.conftest import REPO, TEST_TOKEN_KEY
+from tests.leaks import leaked_key_material
 from txwatch.evaluation import card_number_hits
 from txwatch.infra import tables
 from txwatch.infra.kafka_admin import ensure_topics
 from txwatch.lake import read_table
 from txwatch.simulator import SimulationParams, Simulator, produce
+from udfs.privacy import HMAC_FUNCTION
 
 pytestmark = pytest.mark.kafka
 
 
-def write_conf(conf, path: Path) -> Path:
+def write_conf(conf, path: Path, events_dir: Path) -> Path:
+    """The job's conf; Spark's event log on (uncompressed, to be read back), and (here only,
+    to check that Spark redacts it) the token key given to executors as a Spark setting."""
     topics = conf.kafka.topics
+    events_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(
         f"""extends: {REPO / "conf" / "base.yaml"}
 lake_root: {conf.lake_root}
@@ -45,6 +50,10 @@ spark:
     spark.ui.enabled: "false"
     spark.driver.memory: 1g
     spark.databricks.delta.snapshotPartitions: "1"
+    spark.eventLog.enabled: "true"
+    spark.eventLog.dir: "file://{events_dir}"
+    spark.eventLog.compress: "false"
+    spark.executorEnv.TXWATCH_TOKEN_KEY: "{TEST_TOKEN_KEY.decode()}"
 """
     )
     return path
@@ -97,7 +106,8 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, kaf
     )
     sim = Simulator(params, conf)
     sent = produce(sim.records(), conf.kafka.bootstrap_servers)
-    conf_path = write_conf(conf, tmp_path / "crash.yaml")
+    events_dir = tmp_path / "events"
+    conf_path = write_conf(conf, tmp_path / "crash.yaml", events_dir)
 
     job = start_job(conf_path)
     try:
@@ -166,4 +176,43 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, kaf
             leaked = [c for c in cards if c.encode() in content]
             assert not leaked, f"{path} holds a full card number"
     assert card_number_hits(bronze_tx) == card_number_hits(quarantine) == 0
+
+    # Spark's event logs of both runs record every plan and setting: the tokenizing function
+    # by name, the key nowhere (the spark.executorEnv setting holding it is redacted).
+    logs = {  # one per run: a folder of rolling files (Spark 4's event log v2)
+        app.name: "\n".join(
+            f.read_text(errors="replace") for f in sorted(app.rglob("*")) if f.is_file()
+        )
+        for app in events_dir.iterdir()
+    }
+    assert len(logs) == 2 and any(HMAC_FUNCTION in text for text in logs.values())
+    assert any("spark.executorEnv.TXWATCH_TOKEN_KEY" in text for text in logs.values())
+    leaks = {n: found for n, t in logs.items() if (found := leaked_key_material(t, TEST_TOKEN_KEY))}
+    assert not leaks, leaks
     assert card_number_hits(enriched) == card_number_hits(alerts) == 0
+
+
+def test_sigterm_stops_the_queries_between_batches_and_exits_cleanly(kafka_conf, tmp_path):
+    """What docker stop or a Kubernetes shutdown sends: the job stops its queries and
+    exits 0, whatever py4j call the signal lands in."""
+    conf = kafka_conf
+    ensure_topics(conf)
+    params = SimulationParams(seed=3, users=5, duration_min=5, fraud_rings=0)
+    produce(Simulator(params, conf).records(), conf.kafka.bootstrap_servers)
+    conf_path = write_conf(conf, tmp_path / "job.yaml", tmp_path / "events")
+    job = start_job(conf_path)
+    try:
+        deadline = time.monotonic() + 240
+        while committed_batches(Path(conf.checkpoint_path("travel"))) < 1:
+            assert job.poll() is None, job.stdout.read()
+            assert time.monotonic() < deadline, "the job made no progress in 240 s"
+            time.sleep(0.5)
+        time.sleep(5)  # the queries run on: the runner waits for them (in a py4j call)
+        job.send_signal(signal.SIGTERM)
+        output, _ = job.communicate(timeout=180)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait(timeout=30)
+    assert job.returncode == 0, output
+    assert "stream: stopping the queries" in output and "Traceback" not in output

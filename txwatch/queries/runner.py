@@ -117,8 +117,21 @@ def run_available_now(ctx: RunContext, queries: Sequence[QuerySpec]) -> None:
             record_progress(query)
 
 
-def _stop_on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class _StopRequest:
+    """SIGTERM or Ctrl-C, noted by a signal handler and acted on by the runner's loop.
+
+    Raising from the handler would interrupt whatever py4j call the main thread is in (the
+    runner mostly waits in one) and leave its connection to the JVM unusable, so the
+    queries could no longer be stopped cleanly. A second Ctrl-C raises at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
 
 
 def run_continuously(
@@ -136,18 +149,25 @@ def run_continuously(
     maintenance_every_s = duration_s(ctx.conf.delta.maintenance_interval)
     next_maintenance = time.monotonic() + maintenance_every_s
     started: dict[str, StreamingQuery] = {}
-    # A SIGTERM (docker stop, YARN/Kubernetes shutdown) stops the queries between batches.
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    # A SIGTERM (docker stop, YARN/Kubernetes shutdown) or Ctrl-C stops the queries between
+    # batches, noticed within a second.
+    stop = _StopRequest()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     deadline = None if run_for_s is None else time.monotonic() + run_for_s
+    next_flush = time.monotonic() + flush_every_s
     try:
         for spec in queries:
             started[spec.name] = spec.start(ctx)
         while all(q.isActive for q in started.values()):
-            wait_s = float(flush_every_s)
-            if deadline is not None:
-                wait_s = min(wait_s, max(deadline - time.monotonic(), 0.0))
             # awaitAnyTermination re-raises a failed query's exception.
-            ctx.spark.streams.awaitAnyTermination(max(int(wait_s), 1))
+            ctx.spark.streams.awaitAnyTermination(1)
+            if stop.requested:
+                print("stream: stopping the queries", flush=True)
+                break
+            if time.monotonic() < next_flush and (deadline is None or time.monotonic() < deadline):
+                continue
+            next_flush = time.monotonic() + flush_every_s
             recorder.flush(ctx.spark, ctx.conf)
             if time.monotonic() >= next_maintenance:
                 maintain_tables(ctx.spark, ctx.conf, compact=False)
@@ -158,9 +178,10 @@ def run_continuously(
     except StreamingQueryException as err:
         failed = next((name for name, q in started.items() if q.exception() is not None), "unknown")
         raise describe_failure(failed, err, ctx) from err
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, whatever the JVM was doing
         print("stream: stopping the queries", flush=True)
     finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         for query in started.values():
             if query.isActive:
                 query.stop()
