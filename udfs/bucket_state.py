@@ -3,9 +3,9 @@
 Customers share a stateful key: a ``transformWithStateInPandas`` operator's cost is mostly
 per key and micro-batch (one call into Python and a state read and write over a socket
 each), about 2 ms, so a key per customer cost 18.7 s for 200,000 payments of 8,500
-customers in one micro-batch (``udfs.velocity``). Keyed by one of ``BUCKETS`` buckets
-instead, an operator keeps all its customers' state in one value per bucket, written as
-Arrow IPC bytes.
+customers in one micro-batch (the velocity counts, now in ``udfs.payment_history``). Keyed
+by one of ``BUCKETS`` buckets instead, an operator keeps all its customers' state in one
+value per bucket, written as Arrow IPC bytes.
 """
 
 from __future__ import annotations
