@@ -3,54 +3,92 @@
 #
 #   ./spark-submit.sh <job> [job arguments...]
 #   ./spark-submit.sh --master spark://host:7077 stream --conf conf/cluster.yaml
+#   ./spark-submit.sh stream --available-now --master spark://127.0.0.1:7077
 #
-# Jobs: stream, simulate, replay, train, similarity, anonymize, evaluate, sql, maintain. `./spark-submit.sh <job> --help` lists a
-# job's arguments.
+# Jobs: stream, simulate, replay, train, similarity, anonymize, evaluate, sql, maintain.
+# `./spark-submit.sh <job> --help` lists a job's arguments.
 #
-# Options before the job name:
-#   --master URL   Spark master (default $SPARK_MASTER, else local[*])
-#   --spark-conf K=V   extra Spark setting, repeatable (passed as spark-submit --conf)
+# Options, before or after the job name (everything else goes to the job):
+#   --master URL            Spark master: local[*] (default, or $SPARK_MASTER), spark://,
+#                           yarn, k8s://
+#   --deploy-mode MODE      client (default) or cluster (yarn and k8s; Spark's standalone
+#                           master runs Python drivers in client mode only)
+#   --driver-memory M       --driver-cores N  --executor-memory M  --executor-cores N
+#   --total-executor-cores N (standalone)  --num-executors N (yarn, k8s)
+#                           sizes; default: spark.driver.memory, spark.driver.cores,
+#                           spark.executor.memory, spark.executor.cores in the job's config
+#                           (spark.options), passed where they take effect
+#   --spark-conf K=V        extra Spark setting, repeatable (spark-submit --conf)
 # Environment:
 #   SPARK_MASTER        default master
 #   SPARK_SUBMIT        spark-submit to use (default: the one in .venv, else on PATH)
-#   SPARK_SUBMIT_OPTS_EXTRA  more spark-submit options, e.g. "--deploy-mode cluster"
-#   TXWATCH_TOKEN_KEY   secret key for card and identifier tokens (stream, train, similarity, evaluate)
+#   SPARK_SUBMIT_OPTS_EXTRA  more spark-submit options, e.g. "--archives env.tar.gz#env"
+#   TXWATCH_TOKEN_KEY   secret key for card and identifier tokens (stream, train,
+#                       similarity, evaluate); the job hands it to its executors itself
 #
 # The Kafka connector and Delta jars from .deps/spark-jars and txwatch's own functions
 # (.deps/udfs, compiled by setup) go with --jars, and jobs/, udfs/, txwatch/
 # and conf/ are shipped as a zip (--py-files) and as files, so executors on a cluster have
-# the same code and config as the driver.
+# the same code and config as the driver. docs/deploy.md: running on a cluster.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 JOBS=(stream simulate replay train similarity anonymize evaluate sql maintain)
 
 usage() {
-  sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit "${1:-2}"
 }
 
 MASTER="${SPARK_MASTER:-local[*]}"
+DEPLOY_MODE=client
 SPARK_CONFS=()
+declare -A SIZES=()  # spark-submit flag -> value given on the command line
+JOB=""
+JOB_ARGS=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --master) MASTER="${2:?--master needs a URL}"; shift 2 ;;
     --master=*) MASTER="${1#--master=}"; shift ;;
+    --deploy-mode) DEPLOY_MODE="${2:?--deploy-mode needs client or cluster}"; shift 2 ;;
+    --deploy-mode=*) DEPLOY_MODE="${1#--deploy-mode=}"; shift ;;
+    --driver-memory|--driver-cores|--executor-memory|--executor-cores|--total-executor-cores|--num-executors)
+      SIZES[$1]="${2:?$1 needs a value}"; shift 2 ;;
     --spark-conf) SPARK_CONFS+=(--conf "${2:?--spark-conf needs K=V}"); shift 2 ;;
-    -h|--help) usage 0 ;;
-    -*) echo "spark-submit.sh: unknown option $1" >&2; usage ;;
-    *) break ;;
+    --spark-conf=*) SPARK_CONFS+=(--conf "${1#--spark-conf=}"); shift ;;
+    -h|--help)
+      # Before the job: this script's help; after it: the job's own.
+      if [[ -z "$JOB" ]]; then usage 0; fi
+      JOB_ARGS+=("$1"); shift ;;
+    *)
+      if [[ -z "$JOB" ]]; then
+        if [[ "$1" == -* ]]; then
+          echo "spark-submit.sh: unknown option $1 before the job name" >&2; usage
+        fi
+        JOB="$1"
+      else
+        JOB_ARGS+=("$1")
+      fi
+      shift ;;
   esac
 done
 
-JOB="${1:-}"
 if [[ -z "$JOB" ]]; then
   echo "spark-submit.sh: no job given" >&2; usage
 fi
-shift
 if [[ ! " ${JOBS[*]} " == *" $JOB "* ]]; then
   echo "spark-submit.sh: unknown job '$JOB' (jobs: ${JOBS[*]})" >&2; usage
 fi
+case "$DEPLOY_MODE" in
+  client) ;;
+  cluster)
+    if [[ "$MASTER" == local* || "$MASTER" == spark://* ]]; then
+      echo "spark-submit.sh: --deploy-mode cluster needs a yarn or k8s:// master: Spark runs Python drivers on $MASTER in client mode only" >&2
+      exit 2
+    fi ;;
+  *) echo "spark-submit.sh: --deploy-mode must be client or cluster, not '$DEPLOY_MODE'" >&2; exit 2 ;;
+esac
+set -- ${JOB_ARGS[@]+"${JOB_ARGS[@]}"}
 
 if [[ -n "${SPARK_SUBMIT:-}" ]]; then
   SUBMIT="$SPARK_SUBMIT"
@@ -85,10 +123,12 @@ with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as zf:
             zf.write(path)
 PY
 )
-CONF_FILES="$(ls "$ROOT"/conf/*.yaml "$ROOT"/conf/fairscheduler.xml | paste -sd, -)"
+CONF_FILES="$(ls "$ROOT"/conf/*.yaml "$ROOT"/conf/fairscheduler.xml "$ROOT"/conf/log4j2.properties | paste -sd, -)"
 
 # The driver's heap must be set before its JVM starts: spark.driver.memory from the job's
-# config (spark.options) goes to --driver-memory; set in the session builder it is ignored.
+# config (spark.options) goes to --driver-memory (set in the session builder it is
+# ignored), and the other sizes go the same way, so a cluster's resource manager sees them
+# when it places the driver and executors. A flag on the command line wins.
 JOB_CONF="conf/local.yaml"
 prev=""
 for arg in "$@"; do
@@ -96,16 +136,35 @@ for arg in "$@"; do
   [[ "$arg" == --conf=* ]] && JOB_CONF="${arg#--conf=}"
   prev="$arg"
 done
-DRIVER_MEMORY_OPTS=()
 PYTHON_FOR_CONF="$ROOT/.venv/bin/python"
 [[ -x "$PYTHON_FOR_CONF" ]] || PYTHON_FOR_CONF=python3
-if DRIVER_MEMORY="$(cd "$ROOT" && PYTHONPATH="$ROOT" "$PYTHON_FOR_CONF" -c \
-    'import sys; from txwatch.infra.config import load_conf; print(load_conf(sys.argv[1]).spark.options.get("spark.driver.memory", ""))' \
-    "$JOB_CONF" 2>/dev/null)" && [[ -n "$DRIVER_MEMORY" ]]; then
-  DRIVER_MEMORY_OPTS=(--driver-memory "$DRIVER_MEMORY")
-fi
+# "flag value" lines for the sizes the config sets (an unreadable config: none; the job
+# itself reports what is wrong with it).
+conf_sizes() {
+  cd "$ROOT" && PYTHONPATH="$ROOT" "$PYTHON_FOR_CONF" - "$JOB_CONF" 2>/dev/null <<'PY'
+import sys
+from txwatch.infra.config import load_conf
+options = load_conf(sys.argv[1]).spark.options
+for what in ("driver.memory", "driver.cores", "executor.memory", "executor.cores"):
+    if options.get(f"spark.{what}"):
+        print("--" + what.replace(".", "-"), options[f"spark.{what}"])
+PY
+}
+while read -r flag value; do
+  [[ -n "$flag" && -z "${SIZES[$flag]:-}" ]] && SIZES[$flag]="$value"
+done <<<"$(conf_sizes || true)"
+SIZE_OPTS=()
+for flag in "${!SIZES[@]}"; do
+  SIZE_OPTS+=("$flag" "${SIZES[$flag]}")
+done
 
-LOG4J="${TXWATCH_LOG4J:-$ROOT/conf/log4j2.properties}"
+LOG4J="file:${TXWATCH_LOG4J:-$ROOT/conf/log4j2.properties}"
+SCHEDULER_FILE="file://$ROOT/conf/fairscheduler.xml"
+if [[ "$DEPLOY_MODE" == cluster ]]; then
+  # The driver runs on a cluster node, in a directory where --files put conf/'s files.
+  LOG4J=log4j2.properties
+  SCHEDULER_FILE=fairscheduler.xml
+fi
 if [[ "$MASTER" == local* ]]; then
   export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
 fi
@@ -118,15 +177,16 @@ cd "$ROOT"
 # shellcheck disable=SC2086
 exec "$SUBMIT" \
   --master "$MASTER" \
+  --deploy-mode "$DEPLOY_MODE" \
   --name "txwatch-$JOB" \
   --jars "$JARS_CSV" \
   --py-files "$BUILD/txwatch.zip" \
   --files "$CONF_FILES" \
   --conf spark.sql.session.timeZone=UTC \
-  --conf "spark.scheduler.allocation.file=file://$ROOT/conf/fairscheduler.xml" \
-  --driver-java-options "-Dlog4j2.configurationFile=file:$LOG4J" \
+  --conf "spark.scheduler.allocation.file=$SCHEDULER_FILE" \
+  --driver-java-options "-Dlog4j2.configurationFile=$LOG4J" \
   --conf "spark.executorEnv.TXWATCH_SUBMITTED=1" \
-  ${DRIVER_MEMORY_OPTS[@]+"${DRIVER_MEMORY_OPTS[@]}"} \
+  ${SIZE_OPTS[@]+"${SIZE_OPTS[@]}"} \
   ${SPARK_CONFS[@]+"${SPARK_CONFS[@]}"} \
   ${SPARK_SUBMIT_OPTS_EXTRA:-} \
   "$ROOT/jobs/$JOB.py" "$@"

@@ -404,6 +404,7 @@ def write_job_conf(
     alert_trigger: str | None,
     table_trigger: str | None,
     model_registry: str | None = None,
+    alert_table_trigger: str | None = None,
 ) -> Path:
     path = LAT_DIR / f"conf-{rate}.yaml"
     stream = {}
@@ -411,6 +412,8 @@ def write_job_conf(
         stream["alert_trigger_interval"] = alert_trigger
     if table_trigger:
         stream["trigger_interval"] = table_trigger
+    if alert_table_trigger:
+        stream["alert_table_trigger_interval"] = alert_table_trigger
     overrides = {
         "extends": str(BASE_CONF),
         "lake_root": str(LAT_DIR / f"lake-{rate}"),
@@ -467,7 +470,13 @@ class Run:
 
 def run_rate(rate: int, args: argparse.Namespace) -> Run:
     """One rate: fresh topics and lake, the job, live traffic, alerts; the job stopped."""
-    conf_path = write_job_conf(rate, args.alert_trigger, args.table_trigger, args.model_registry)
+    conf_path = write_job_conf(
+        rate,
+        args.alert_trigger,
+        args.table_trigger,
+        args.model_registry,
+        args.alert_table_trigger,
+    )
     conf = load_conf(conf_path)
     shutil.rmtree(conf.lake_root, ignore_errors=True)
     ensure_topics(conf, recreate=True)
@@ -778,6 +787,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--table-trigger", help="override stream.trigger_interval (ingest and enrich)"
+    )
+    parser.add_argument(
+        "--alert-table-trigger",
+        help="override stream.alert_table_trigger_interval (the alerts query)",
     )
     parser.add_argument(
         "--model-registry",

@@ -39,8 +39,10 @@ The settings come from ``conf/bench.yaml`` (larger micro-batches than a laptop's
 the lake and topic names are always the benchmark's own. Without ``--keep-data`` the topics
 are recreated before loading and, after a successful run, deleted with the bench lake. With
 ``--keep-data`` both are kept, and a later ``--keep-data`` run with the same
-``--transactions`` and ``--hours`` reuses the backlog instead of loading it again. The
-card-token key is ``$TXWATCH_TOKEN_KEY`` when set, else a fixed benchmark key.
+``--transactions`` and ``--hours`` reuses the backlog instead of loading it again (the
+topics the job itself writes, potential-fraud and enrichment-candidates, are emptied before
+every end-to-end run either way). The card-token key is ``$TXWATCH_TOKEN_KEY`` when set,
+else a fixed benchmark key.
 """
 
 from __future__ import annotations
@@ -537,6 +539,10 @@ class Pipeline:
 def measure_pipeline(spark: SparkSession, conf: Conf) -> Pipeline:
     """Time ``run_available_now`` on a fresh lake; phase times from ``pipeline_progress``."""
     shutil.rmtree(LAKE_ROOT, ignore_errors=True)
+    # A fresh lake reads the job's own topics from the start: empty them, or the alerts and
+    # enrich queries would also drain what an earlier --keep-data run published there.
+    topics = conf.kafka.topics
+    ensure_topics(conf, recreate=True, names=[topics.potential_fraud, topics.enrichment_candidates])
     print(f"bench: end to end (run_available_now, lake {LAKE_ROOT})", flush=True)
     started = time.monotonic()
     run_available_now(RunContext(spark, conf, available_now=True), PIPELINE)

@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     queries = select_queries(args.queries)
     if run_for_s is not None and args.available_now:
         raise UserError("--duration applies to continuous runs, not with --available-now")
-    ensure_topics(conf)
+    if conf.kafka.create_topics:
+        ensure_topics(conf)
     spark = create_session(conf, "stream")
     recorder = ProgressRecorder(
         WatermarkBounds.from_conf(conf), quiet=args.quiet, buffer=not args.available_now

@@ -25,8 +25,8 @@ pytestmark = pytest.mark.kafka
 
 
 def write_conf(conf, path: Path, events_dir: Path) -> Path:
-    """The job's conf; Spark's event log on (uncompressed, to be read back), and (here only,
-    to check that Spark redacts it) the token key given to executors as a Spark setting."""
+    """The job's conf; Spark's event log on (uncompressed, to be read back: the token key
+    that the session hands to executors as a Spark setting must be redacted there)."""
     topics = conf.kafka.topics
     events_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(
@@ -53,7 +53,6 @@ spark:
     spark.eventLog.enabled: "true"
     spark.eventLog.dir: "file://{events_dir}"
     spark.eventLog.compress: "false"
-    spark.executorEnv.TXWATCH_TOKEN_KEY: "{TEST_TOKEN_KEY.decode()}"
 """
     )
     return path
@@ -178,7 +177,8 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, kaf
     assert card_number_hits(bronze_tx) == card_number_hits(quarantine) == 0
 
     # Spark's event logs of both runs record every plan and setting: the tokenizing function
-    # by name, the key nowhere (the spark.executorEnv setting holding it is redacted).
+    # by name, the key nowhere (the spark.executorEnv setting that create_session adds to
+    # hand it to executors on a cluster is redacted).
     logs = {  # one per run: a folder of rolling files (Spark 4's event log v2)
         app.name: "\n".join(
             f.read_text(errors="replace") for f in sorted(app.rglob("*")) if f.is_file()

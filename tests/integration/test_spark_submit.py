@@ -46,3 +46,59 @@ def test_driver_memory_from_the_conf_reaches_spark_submit(tmp_path):
     # The scheduler pools of the queries (the code itself runs from a zip there).
     assert f"spark.scheduler.allocation.file=file://{REPO}/conf/fairscheduler.xml" in result.stdout
     assert result.stdout.rstrip().endswith(f"jobs/stream.py --conf {conf} --available-now")
+
+
+def echoed_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """The spark-submit command line the script builds (SPARK_SUBMIT=echo prints it)."""
+    env = {**os.environ, "SPARK_SUBMIT": "echo"}
+    env.pop("SPARK_MASTER", None)
+    return subprocess.run(
+        [str(REPO / "spark-submit.sh"), *args], capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+def test_options_after_the_job_name_go_to_spark_submit_not_to_the_job():
+    result = echoed_command(
+        "stream",
+        "--available-now",
+        "--master",
+        "spark://127.0.0.1:7077",
+        "--executor-memory",
+        "3g",
+        "--total-executor-cores",
+        "4",
+        "--spark-conf",
+        "a.b=c",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--master spark://127.0.0.1:7077 --deploy-mode client" in result.stdout
+    assert "--executor-memory 3g" in result.stdout
+    assert "--total-executor-cores 4" in result.stdout
+    assert "--conf a.b=c" in result.stdout
+    assert result.stdout.rstrip().endswith("jobs/stream.py --available-now")
+
+
+def test_executor_sizes_come_from_the_conf_and_a_flag_wins(tmp_path):
+    conf = tmp_path / "sized.yaml"
+    conf.write_text(
+        f"extends: {REPO / 'conf' / 'local.yaml'}\nspark:\n  options:\n"
+        "    spark.executor.memory: 6g\n    spark.executor.cores: '3'\n"
+    )
+    result = echoed_command("stream", "--conf", str(conf), "--executor-cores", "2")
+    assert result.returncode == 0, result.stderr
+    assert "--executor-memory 6g" in result.stdout
+    assert "--executor-cores 2" in result.stdout and "--executor-cores 3" not in result.stdout
+
+
+def test_cluster_deploy_mode_on_a_standalone_master_is_refused_with_the_reason():
+    result = echoed_command("--master", "spark://h:7077", "--deploy-mode", "cluster", "stream")
+    assert result.returncode == 2
+    assert "needs a yarn or k8s:// master" in result.stderr
+
+
+def test_cluster_deploy_mode_reads_conf_files_from_the_drivers_directory():
+    result = echoed_command("--master", "yarn", "--deploy-mode", "cluster", "stream")
+    assert result.returncode == 0, result.stderr
+    assert "--deploy-mode cluster" in result.stdout
+    assert "spark.scheduler.allocation.file=fairscheduler.xml" in result.stdout
+    assert "-Dlog4j2.configurationFile=log4j2.properties" in result.stdout

@@ -1,18 +1,26 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.conftest import REPO
 from txwatch.infra.config import ConfigError, load_conf
 
 
-def test_local_and_cluster_configs_load():
+def test_local_and_cluster_configs_load(monkeypatch):
+    monkeypatch.setenv("TXWATCH_KAFKA_USER", "txwatch-job")
+    monkeypatch.setenv("TXWATCH_KAFKA_PASSWORD", "pw")
     local = load_conf(REPO / "conf" / "local.yaml")
     cluster = load_conf(REPO / "conf" / "cluster.yaml")
     assert local.kafka.topics.transactions == "transactions"
     assert local.impossible_travel.max_plausible_speed_mps == 250.0
     assert cluster.lake_root.startswith("s3a://")
     assert cluster.kafka.options["kafka.security.protocol"] == "SASL_SSL"
+    assert (
+        'username="txwatch-job" password="pw";' in cluster.kafka.options["kafka.sasl.jaas.config"]
+    )
+    assert not cluster.kafka.create_topics and local.kafka.create_topics
     assert local.checkpoint_path("ingest") == f"{local.lake_root}/_checkpoints/ingest"
 
 
@@ -43,3 +51,16 @@ def test_bad_config_gives_a_clear_error(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_conf(path)
+
+
+def test_an_unset_environment_variable_in_the_config_is_named(monkeypatch):
+    monkeypatch.delenv("TXWATCH_KAFKA_PASSWORD", raising=False)
+    monkeypatch.setenv("TXWATCH_KAFKA_USER", "txwatch-job")
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "kafka.options.kafka.sasl.jaas.config refers to "
+            "environment variable TXWATCH_KAFKA_PASSWORD, which is not set"
+        ),
+    ):
+        load_conf(REPO / "conf" / "cluster.yaml")

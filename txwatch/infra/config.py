@@ -2,7 +2,9 @@
 
 An environment file names its parent with ``extends``; mappings merge key by key, the child
 winning. Two environment variables override the file, so one config can serve a laptop, a
-test and a cluster: ``TXWATCH_LAKE_ROOT`` and ``TXWATCH_KAFKA_BOOTSTRAP``.
+test and a cluster: ``TXWATCH_LAKE_ROOT`` and ``TXWATCH_KAFKA_BOOTSTRAP``. Any string may
+name an environment variable as ``${NAME}`` (Kafka credentials, say): it is replaced when
+the config is loaded, and an unset one is an error.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class KafkaConf:
     starting_offsets: str
     max_offsets_per_trigger: int
     fail_on_data_loss: bool
+    create_topics: bool = True
     options: dict[str, str] = field(default_factory=dict)
 
 
@@ -309,6 +312,30 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return _merge(_read_yaml(path.parent / parent, (*seen, path)), data)
 
 
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_env(value: Any, where: str, source: Path) -> Any:
+    """``${NAME}`` in every string of the config replaced by the environment variable NAME
+    (secrets such as Kafka credentials stay out of the files); an unset one is an error."""
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{where}.{k}", source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, where, source) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def lookup(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(
+                f"{source}: {where} refers to environment variable {name}, which is not set"
+            )
+        return os.environ[name]
+
+    return _ENV_REFERENCE.sub(lookup, value)
+
+
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
@@ -380,7 +407,7 @@ def load_conf(path: str | os.PathLike[str] = DEFAULT_CONF) -> Conf:
         # In cluster deploy mode spark-submit.sh's --files puts conf/*.yaml in the driver's
         # working directory.
         conf_path = Path(conf_path.name)
-    data = _read_yaml(conf_path)
+    data = _expand_env(_read_yaml(conf_path), "conf", conf_path)
     if lake_root := os.environ.get("TXWATCH_LAKE_ROOT"):
         data["lake_root"] = lake_root
     if bootstrap := os.environ.get("TXWATCH_KAFKA_BOOTSTRAP"):

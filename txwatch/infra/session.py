@@ -47,6 +47,23 @@ def _set_driver_memory(conf: Conf) -> None:
         os.environ["PYSPARK_SUBMIT_ARGS"] = f"--driver-memory {memory} {existing}"
 
 
+def _with_token_key_for_executors(
+    builder: SparkSession.Builder, conf: Conf
+) -> SparkSession.Builder:
+    """Hand the token key's variable (``privacy.token_key_env``) to the executors.
+
+    The keyed-hash function reads it where its task runs: in local mode that is this
+    process, on a cluster an executor whose environment comes from its worker plus
+    ``spark.executorEnv.*``. Spark redacts the value in its UI and event logs (its
+    ``spark.redaction.regex`` matches "token"); the key is never in a plan.
+    """
+    variable = conf.privacy.token_key_env
+    key = os.environ.get(variable)
+    if not key:
+        return builder
+    return builder.config(f"spark.executorEnv.{variable}", key)
+
+
 def create_session(conf: Conf, app_suffix: str, master: str | None = None) -> SparkSession:
     """Build (or reuse) the session for one job, named ``<app_name>-<app_suffix>``."""
     builder = (
@@ -111,6 +128,7 @@ def create_session(conf: Conf, app_suffix: str, master: str | None = None) -> Sp
         builder = builder.config("spark.scheduler.allocation.file", str(FAIR_SCHEDULER_FILE))
     for key, value in conf.spark.options.items():
         builder = builder.config(key, value)
+    builder = _with_token_key_for_executors(builder, conf)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("TXWATCH_SPARK_LOG_LEVEL", "WARN"))
     register_functions(spark)

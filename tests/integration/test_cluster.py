@@ -1,0 +1,186 @@
+"""The streaming job on a real Spark standalone cluster writes what it writes in local mode.
+
+A master and two workers of one core each (``scripts/spark-cluster.sh``), the job submitted
+with ``./spark-submit.sh`` (the master given after the job name), a simulated Kafka backlog
+drained with ``--available-now`` in small micro-batches, so the join's and the detectors'
+RocksDB state moves between executors across batches. The same backlog is drained by a
+``local[2]`` run into a lake of its own; bronze, quarantine, enriched and alerts must hold
+exactly the same rows (processing-time columns aside).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyspark.sql.functions as F
+import pyspark.sql.types as T
+import pytest
+from pyspark.sql import DataFrame
+
+from tests.conftest import REPO, TEST_TOKEN_KEY, _free_port
+from txwatch.infra import tables
+from txwatch.infra.kafka_admin import ensure_topics
+from txwatch.lake import read_table
+from txwatch.simulator import SimulationParams, Simulator, produce
+from udfs.travel import ALERT_TYPE_IMPOSSIBLE_TRAVEL
+
+pytestmark = pytest.mark.kafka
+
+CLUSTER_SCRIPT = REPO / "scripts" / "spark-cluster.sh"
+# Columns that say when a row was written, not what it holds.
+PROCESSING_TIME_COLUMNS = ("ingested_at", "quarantined_at", "detected_at")
+COMPARED_TABLES = (
+    tables.BRONZE_TRANSACTIONS,
+    tables.BRONZE_DEVICE_LOCATIONS,
+    tables.QUARANTINE,
+    tables.TRANSACTIONS_ENRICHED,
+    tables.ALERTS,
+)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[str]:
+    """A standalone cluster on loopback: one master, two workers with one core each."""
+    env = {
+        **os.environ,
+        "TXWATCH_CLUSTER_DIR": str(tmp_path / "cluster"),
+        "SPARK_MASTER_PORT": str(_free_port()),
+        "SPARK_MASTER_WEBUI_PORT": str(_free_port()),
+    }
+
+    def cluster_script(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(CLUSTER_SCRIPT), *args], env=env, capture_output=True, text=True, timeout=180
+        )
+
+    try:
+        started = cluster_script("start", "--workers", "2", "--cores", "1", "--memory", "1536m")
+        assert started.returncode == 0, started.stdout + started.stderr
+        status = cluster_script("status")
+        assert status.returncode == 0 and "2 workers alive" in status.stdout, status.stdout
+        yield f"spark://127.0.0.1:{env['SPARK_MASTER_PORT']}"
+    finally:
+        stopped = cluster_script("stop")
+        assert cluster_script("status").returncode == 1, stopped.stdout + stopped.stderr
+
+
+def write_conf(kafka_conf, path: Path, lake: Path, run: str) -> Path:
+    """The job's conf for one run: its own lake and its own output topics, the shared input."""
+    topics = kafka_conf.kafka.topics
+    path.write_text(
+        f"""extends: {REPO / "conf" / "base.yaml"}
+lake_root: {lake}
+kafka:
+  bootstrap_servers: {kafka_conf.kafka.bootstrap_servers}
+  topics:
+    transactions: {topics.transactions}
+    device_locations: {topics.device_locations}
+    potential_fraud: {topics.potential_fraud}-{run}
+    enrichment_candidates: {topics.enrichment_candidates}-{run}
+    metrics: {topics.metrics}
+  partitions: 2
+  max_offsets_per_trigger: 600
+spark:
+  shuffle_partitions: 2
+  options:
+    spark.ui.enabled: "false"
+    spark.driver.memory: 1g
+    spark.executor.memory: 1g
+    spark.databricks.delta.snapshotPartitions: "1"
+"""
+    )
+    return path
+
+
+def submit(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TXWATCH_TOKEN_KEY": TEST_TOKEN_KEY.decode()}
+    env.pop("SPARK_MASTER", None)
+    return subprocess.run(
+        [str(REPO / "spark-submit.sh"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def content(df: DataFrame) -> DataFrame:
+    """What a row holds: processing times dropped, maps as sorted entries (set operations
+    such as ``exceptAll`` refuse map columns)."""
+    maps = [f.name for f in df.schema.fields if isinstance(f.dataType, T.MapType)]
+    df = df.withColumns({name: F.array_sort(F.map_entries(name)) for name in maps})
+    return df.drop(*PROCESSING_TIME_COLUMNS)
+
+
+def test_standalone_cluster_writes_the_same_rows_as_local_mode(
+    spark, kafka_conf, tmp_path, cluster
+):
+    ensure_topics(kafka_conf)
+    params = SimulationParams(
+        seed=5,
+        users=30,
+        duration_min=30,
+        ping_interval_s=30,
+        tx_per_hour=8,
+        impossible_travel_rate=0.1,
+        malformed_rate=0.02,
+        out_of_order_rate=0.0,
+        late_rate=0.0,
+        no_location_rate=0.0,
+        # Payments from new devices have no fixes to find: impossible travel only.
+        amount_outlier_rate=0.0,
+        card_testing_per_hour=0.0,
+        account_takeover_per_hour=0.0,
+        fraud_rings=0,
+        pattern_repeats_per_hour=0.0,
+    )
+    sim = Simulator(params, kafka_conf)
+    sent = produce(sim.records(), kafka_conf.kafka.bootstrap_servers)
+    assert sent > 3 * 600, "the backlog should take several micro-batches"
+
+    lakes = {run: tmp_path / f"lake-{run}" for run in ("local", "cluster")}
+    confs = {
+        run: write_conf(kafka_conf, tmp_path / f"{run}.yaml", lake, run)
+        for run, lake in lakes.items()
+    }
+    local = submit(
+        "--master",
+        "local[2]",
+        "stream",
+        "--conf",
+        str(confs["local"]),
+        "--available-now",
+        "--quiet",
+    )
+    assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
+    # The master after the job name, as a user may type it.
+    on_cluster = submit(
+        "stream", "--conf", str(confs["cluster"]), "--available-now", "--quiet", "--master", cluster
+    )
+    assert on_cluster.returncode == 0, on_cluster.stdout[-3000:] + on_cluster.stderr[-3000:]
+
+    # The tasks ran on the cluster's executors, not in the driver.
+    worker_logs = list((tmp_path / "cluster").glob("work-*/app-*/*/stderr"))
+    assert len(worker_logs) == 2, "one executor per worker"
+
+    def table(run: str, name: str) -> DataFrame:
+        conf = dataclasses.replace(kafka_conf, lake_root=str(lakes[run]))
+        return content(read_table(spark, conf, name))
+
+    for name in COMPARED_TABLES:
+        local_df, cluster_df = table("local", name), table("cluster", name)
+        assert local_df.count() > 0 or name == tables.QUARANTINE, f"{name} is empty"
+        only_local = local_df.exceptAll(cluster_df).count()
+        only_cluster = cluster_df.exceptAll(local_df).count()
+        assert (only_local, only_cluster) == (0, 0), (
+            f"{name}: {only_local} rows only in the local run, {only_cluster} only on the cluster"
+        )
+    fraud_tx = {t.transaction_id for t in sim.truth if t.scenario == "impossible_travel"}
+    assert fraud_tx, "the backlog should hold impossible travel"
+    alerts = table("cluster", tables.ALERTS)
+    travel = alerts.filter(F.col("alert_type") == ALERT_TYPE_IMPOSSIBLE_TRAVEL).collect()
+    assert {r.transaction_id for r in travel} == fraud_tx
