@@ -19,10 +19,14 @@
 #                           spark.executor.memory, spark.executor.cores in the job's config
 #                           (spark.options), passed where they take effect
 #   --spark-conf K=V        extra Spark setting, repeatable (spark-submit --conf)
+#   --files F[,F...]        more files for the driver's and executors' directories
+#                           (e.g. a Kafka truststore), repeatable
+#   --                      the rest goes to the job as it is
 # Environment:
 #   SPARK_MASTER        default master
 #   SPARK_SUBMIT        spark-submit to use (default: the one in .venv, else on PATH)
 #   SPARK_SUBMIT_OPTS_EXTRA  more spark-submit options, e.g. "--archives env.tar.gz#env"
+#                       (not --deploy-mode or --files: use the options above)
 #   TXWATCH_TOKEN_KEY   secret key for card and identifier tokens (stream, train,
 #                       similarity, evaluate); the job hands it to its executors itself
 #
@@ -36,26 +40,38 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 JOBS=(stream simulate replay train similarity anonymize evaluate sql maintain)
 
 usage() {
-  sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit "${1:-2}"
 }
 
 MASTER="${SPARK_MASTER:-local[*]}"
 DEPLOY_MODE=client
 SPARK_CONFS=()
-declare -A SIZES=()  # spark-submit flag -> value given on the command line
+SIZE_OPTS=()  # flag value flag value ...: sizes given on the command line, then the conf's
+EXTRA_FILES=""
 JOB=""
 JOB_ARGS=()
+
+has_size() {  # has_size FLAG: was FLAG given already?
+  local i
+  for ((i = 0; i < ${#SIZE_OPTS[@]}; i += 2)); do
+    [[ "${SIZE_OPTS[i]}" == "$1" ]] && return 0
+  done
+  return 1
+}
+
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --) shift; JOB_ARGS+=("$@"); break ;;
     --master) MASTER="${2:?--master needs a URL}"; shift 2 ;;
     --master=*) MASTER="${1#--master=}"; shift ;;
     --deploy-mode) DEPLOY_MODE="${2:?--deploy-mode needs client or cluster}"; shift 2 ;;
     --deploy-mode=*) DEPLOY_MODE="${1#--deploy-mode=}"; shift ;;
     --driver-memory|--driver-cores|--executor-memory|--executor-cores|--total-executor-cores|--num-executors)
-      SIZES[$1]="${2:?$1 needs a value}"; shift 2 ;;
+      SIZE_OPTS+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
     --spark-conf) SPARK_CONFS+=(--conf "${2:?--spark-conf needs K=V}"); shift 2 ;;
     --spark-conf=*) SPARK_CONFS+=(--conf "${1#--spark-conf=}"); shift ;;
+    --files) EXTRA_FILES="$EXTRA_FILES,${2:?--files needs a file}"; shift 2 ;;
     -h|--help)
       # Before the job: this script's help; after it: the job's own.
       if [[ -z "$JOB" ]]; then usage 0; fi
@@ -72,6 +88,11 @@ while [[ $# -gt 0 ]]; do
       shift ;;
   esac
 done
+case " ${SPARK_SUBMIT_OPTS_EXTRA:-} " in
+  *" --deploy-mode"*|*" --files"*)
+    echo "spark-submit.sh: pass --deploy-mode and --files as options of this script, not in SPARK_SUBMIT_OPTS_EXTRA (spark-submit keeps only the last of each)" >&2
+    exit 2 ;;
+esac
 
 if [[ -z "$JOB" ]]; then
   echo "spark-submit.sh: no job given" >&2; usage
@@ -94,8 +115,12 @@ if [[ -n "${SPARK_SUBMIT:-}" ]]; then
   SUBMIT="$SPARK_SUBMIT"
 elif [[ -x "$ROOT/.venv/bin/spark-submit" ]]; then
   SUBMIT="$ROOT/.venv/bin/spark-submit"
-  export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$ROOT/.venv/bin/python}"
-  export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$ROOT/.venv/bin/python}"
+  if [[ "$DEPLOY_MODE" == client ]]; then
+    # A driver on a cluster node (cluster mode) has no .venv: the image's or the packed
+    # environment's Python applies there (docs/deploy.md).
+    export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$ROOT/.venv/bin/python}"
+    export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$ROOT/.venv/bin/python}"
+  fi
 else
   SUBMIT="$(command -v spark-submit || true)"
 fi
@@ -123,7 +148,7 @@ with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as zf:
             zf.write(path)
 PY
 )
-CONF_FILES="$(ls "$ROOT"/conf/*.yaml "$ROOT"/conf/fairscheduler.xml "$ROOT"/conf/log4j2.properties | paste -sd, -)"
+CONF_FILES="$(ls "$ROOT"/conf/*.yaml "$ROOT"/conf/fairscheduler.xml "$ROOT"/conf/log4j2.properties | paste -sd, -)$EXTRA_FILES"
 
 # The driver's heap must be set before its JVM starts: spark.driver.memory from the job's
 # config (spark.options) goes to --driver-memory (set in the session builder it is
@@ -151,19 +176,24 @@ for what in ("driver.memory", "driver.cores", "executor.memory", "executor.cores
 PY
 }
 while read -r flag value; do
-  [[ -n "$flag" && -z "${SIZES[$flag]:-}" ]] && SIZES[$flag]="$value"
+  if [[ -n "$flag" ]] && ! has_size "$flag"; then
+    SIZE_OPTS+=("$flag" "$value")
+  fi
 done <<<"$(conf_sizes || true)"
-SIZE_OPTS=()
-for flag in "${!SIZES[@]}"; do
-  SIZE_OPTS+=("$flag" "${SIZES[$flag]}")
-done
 
 LOG4J="file:${TXWATCH_LOG4J:-$ROOT/conf/log4j2.properties}"
 SCHEDULER_FILE="file://$ROOT/conf/fairscheduler.xml"
+DRIVER_ENV=()
 if [[ "$DEPLOY_MODE" == cluster ]]; then
-  # The driver runs on a cluster node, in a directory where --files put conf/'s files.
+  # The driver runs on a cluster node, in a directory where --files put conf/'s files, and
+  # without this shell's environment: what it needs from it goes as driver environment.
+  # Secrets (the token key, Kafka credentials) do not: they would be on this command line.
   LOG4J=log4j2.properties
   SCHEDULER_FILE=fairscheduler.xml
+  for var in TXWATCH_SUBMITTED=1 ${TXWATCH_LAKE_ROOT:+TXWATCH_LAKE_ROOT=$TXWATCH_LAKE_ROOT} \
+      ${TXWATCH_KAFKA_BOOTSTRAP:+TXWATCH_KAFKA_BOOTSTRAP=$TXWATCH_KAFKA_BOOTSTRAP}; do
+    DRIVER_ENV+=(--conf "spark.yarn.appMasterEnv.$var" --conf "spark.kubernetes.driverEnv.$var")
+  done
 fi
 if [[ "$MASTER" == local* ]]; then
   export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
@@ -186,6 +216,7 @@ exec "$SUBMIT" \
   --conf "spark.scheduler.allocation.file=$SCHEDULER_FILE" \
   --driver-java-options "-Dlog4j2.configurationFile=$LOG4J" \
   --conf "spark.executorEnv.TXWATCH_SUBMITTED=1" \
+  ${DRIVER_ENV[@]+"${DRIVER_ENV[@]}"} \
   ${SIZE_OPTS[@]+"${SIZE_OPTS[@]}"} \
   ${SPARK_CONFS[@]+"${SPARK_CONFS[@]}"} \
   ${SPARK_SUBMIT_OPTS_EXTRA:-} \

@@ -1,8 +1,8 @@
 """The streaming pipeline: Kafka -> bronze + quarantine, alerts, enriched transactions.
 
 Runs the queries of ``txwatch.queries.PIPELINE`` (``ingest``, ``travel``,
-``metric_windows``, ``metric_points``, ``payment_scoring``, ``alerts``, ``enrich``; see each
-module for what it does).
+``metric_windows``, ``metric_points``, ``payment_scoring``, ``alerts``, ``enrich``, and
+``webhooks`` when the conf names a webhook; see each module for what it does).
 
     ./spark-submit.sh stream [--conf conf/local.yaml] [--available-now] [--duration '10 minutes']
 """
@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     conf = load_conf(args.conf)
     token_key_from_env(conf.privacy.token_key_env)  # stop now, in one line, without a key
     run_for_s = duration_s(args.duration) if args.duration else None
-    queries = select_queries(args.queries)
+    # A query the conf does not ask for (webhooks without a URL) does not run.
+    queries = tuple(q for q in select_queries(args.queries) if q.enabled(conf))
     if run_for_s is not None and args.available_now:
         raise UserError("--duration applies to continuous runs, not with --available-now")
     if conf.kafka.create_topics:

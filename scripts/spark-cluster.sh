@@ -14,7 +14,8 @@
 # stop    stops the workers and the master (their executors with them).
 #
 # The pyspark wheel ships spark-class but no start-master.sh; spark-class needs SPARK_HOME
-# to point at the pyspark package, which this script sets.
+# to point at the pyspark package, which this script sets. The master has no
+# authentication: anyone on this machine can run code on it. For a single-user machine.
 #
 # Environment:
 #   TXWATCH_CLUSTER_DIR   pid files, logs and worker directories (default .cluster)
@@ -31,7 +32,7 @@ MASTER_URL="spark://$HOST:$PORT"
 PYTHON="$ROOT/.venv/bin/python"
 
 usage() {
-  sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit "${1:-2}"
 }
 
@@ -42,7 +43,14 @@ spark_home() {
   "$PYTHON" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))'
 }
 
-alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A pid file whose process is alive and is a Spark daemon (not a pid reused since).
+alive() {
+  [[ -f "$1" ]] || return 1
+  local pid
+  pid="$(cat "$1")"
+  kill -0 "$pid" 2>/dev/null || return 1
+  [[ ! -r "/proc/$pid/cmdline" ]] || tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "org.apache.spark.deploy"
+}
 
 # The master's JSON status page: workers alive, cores.
 master_json() {
@@ -69,6 +77,7 @@ start() {
       --workers) workers="${2:?--workers needs a number}"; shift 2 ;;
       --cores) cores="${2:?--cores needs a number}"; shift 2 ;;
       --memory) memory="${2:?--memory needs a size, e.g. 2g}"; shift 2 ;;
+      -h|--help) usage 0 ;;
       *) echo "spark-cluster: unknown option $1" >&2; usage ;;
     esac
   done
@@ -81,7 +90,10 @@ start() {
   local home
   home="$(spark_home)"
   mkdir -p "$DIR"
-  rm -f "$DIR"/worker-*.pid
+  stop >/dev/null  # workers left over from a master that died would join the new one
+  # A start that fails (or is interrupted) half way stops what it started.
+  trap 'stop >/dev/null' EXIT
+  trap 'exit 1' INT TERM
   export SPARK_HOME="$home" SPARK_LOCAL_IP="$HOST" SPARK_LOG_DIR="$DIR"
   # Executors run the job's Python code with the interpreter the driver names
   # (spark-submit.sh passes .venv's); this one is for the daemons' own needs only.
@@ -109,16 +121,27 @@ start() {
     ((SECONDS < deadline)) || die "only $(alive_workers) of $workers workers registered within 90 s; see $DIR/worker-*.log"
     sleep 0.5
   done
+  trap - EXIT INT TERM
   echo "spark-cluster: master $MASTER_URL (web UI http://$HOST:$UI_PORT), $workers workers x $cores cores x $memory"
   echo "spark-cluster: ./spark-submit.sh --master $MASTER_URL <job> ...; logs in $DIR"
 }
 
 status() {
+  local file daemons=0
+  shopt -s nullglob
+  for file in "$DIR"/worker-*.pid; do
+    if alive "$file"; then daemons=$((daemons + 1)); fi
+  done
+  shopt -u nullglob
   if alive "$DIR/master.pid"; then
     echo "spark-cluster: master $MASTER_URL (web UI http://$HOST:$UI_PORT), $(alive_workers) workers alive"
     return 0
   fi
-  echo "spark-cluster: not running (no master from $DIR)"
+  if ((daemons)); then
+    echo "spark-cluster: no master, but $daemons worker processes from $DIR run; scripts/spark-cluster.sh stop"
+  else
+    echo "spark-cluster: not running (no master from $DIR)"
+  fi
   return 1
 }
 
@@ -128,10 +151,10 @@ stop_pid() {
   pid="$(cat "$file")"
   kill "$pid" 2>/dev/null || true
   for _ in $(seq 1 40); do
-    kill -0 "$pid" 2>/dev/null || break
+    alive "$file" || break
     sleep 0.25
   done
-  kill -9 "$pid" 2>/dev/null || true
+  if alive "$file"; then kill -9 "$pid" 2>/dev/null || true; fi
   rm -f "$file"
 }
 

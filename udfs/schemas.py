@@ -269,3 +269,15 @@ ANONYMIZATION_REPORT = _schema(
     ("algorithm", STRING),
     ("rounds", INT),
 )
+
+# What the webhooks query did with each alert for each target: "pending" when it could not
+# deliver it yet (the alert kept as JSON, to send later), "sent" once a webhook took it.
+WEBHOOK_DELIVERIES = _schema(
+    ("target", STRING),
+    ("alert_id", STRING),
+    ("status", STRING),
+    ("alert", STRING),
+    ("event_time", TIMESTAMP),
+    ("recorded_at", TIMESTAMP),
+    ("error", STRING),
+)

@@ -2,8 +2,9 @@
 
 A master and two workers of one core each (``scripts/spark-cluster.sh``), the job submitted
 with ``./spark-submit.sh`` (the master given after the job name), a simulated Kafka backlog
-drained with ``--available-now`` in small micro-batches, so the join's and the detectors'
-RocksDB state moves between executors across batches. The same backlog is drained by a
+drained with ``--available-now`` in micro-batches of 600 records, so every stateful
+operator commits its RocksDB state to the checkpoint many times from executors on two
+workers. The same backlog is drained by a
 ``local[2]`` run into a lake of its own; bronze, quarantine, enriched and alerts must hold
 exactly the same rows (processing-time columns aside).
 """
@@ -57,6 +58,9 @@ def cluster(tmp_path: Path) -> Iterator[str]:
             [str(CLUSTER_SCRIPT), *args], env=env, capture_output=True, text=True, timeout=180
         )
 
+    # The workers (and so the executors) must not inherit a token key: the job hands it to
+    # its executors itself.
+    env.pop("TXWATCH_TOKEN_KEY", None)
     try:
         started = cluster_script("start", "--workers", "2", "--cores", "1", "--memory", "1536m")
         assert started.returncode == 0, started.stdout + started.stderr
@@ -65,7 +69,9 @@ def cluster(tmp_path: Path) -> Iterator[str]:
         yield f"spark://127.0.0.1:{env['SPARK_MASTER_PORT']}"
     finally:
         stopped = cluster_script("stop")
-        assert cluster_script("status").returncode == 1, stopped.stdout + stopped.stderr
+        left = cluster_script("status")
+    # After the finally, so a failure above is reported as itself.
+    assert left.returncode == 1 and "not running" in left.stdout, stopped.stdout + left.stdout
 
 
 def write_conf(kafka_conf, path: Path, lake: Path, run: str) -> Path:
@@ -173,7 +179,7 @@ def test_standalone_cluster_writes_the_same_rows_as_local_mode(
 
     for name in COMPARED_TABLES:
         local_df, cluster_df = table("local", name), table("cluster", name)
-        assert local_df.count() > 0 or name == tables.QUARANTINE, f"{name} is empty"
+        assert local_df.count() > 0, f"{name} is empty"
         only_local = local_df.exceptAll(cluster_df).count()
         only_cluster = cluster_df.exceptAll(local_df).count()
         assert (only_local, only_cluster) == (0, 0), (

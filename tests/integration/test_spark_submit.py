@@ -102,3 +102,14 @@ def test_cluster_deploy_mode_reads_conf_files_from_the_drivers_directory():
     assert "--deploy-mode cluster" in result.stdout
     assert "spark.scheduler.allocation.file=fairscheduler.xml" in result.stdout
     assert "-Dlog4j2.configurationFile=log4j2.properties" in result.stdout
+    # The driver starts on the cluster, without this shell's environment.
+    assert "spark.yarn.appMasterEnv.TXWATCH_SUBMITTED=1" in result.stdout
+
+
+def test_double_dash_ends_the_scripts_options_and_files_are_merged(tmp_path):
+    truststore = tmp_path / "truststore.jks"
+    truststore.write_bytes(b"")
+    result = echoed_command("--files", str(truststore), "sql", "--", "--master", "-h")
+    assert result.returncode == 0, result.stderr
+    assert f"conf/log4j2.properties,{truststore}" in result.stdout
+    assert result.stdout.rstrip().endswith("jobs/sql.py --master -h")

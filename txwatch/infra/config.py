@@ -179,6 +179,35 @@ class PrivacyConf:
     token_key_env: str
 
 
+SEVERITIES = ("low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class WebhooksConf:
+    """Where new alerts are posted (``txwatch.queries.webhooks``); no URL: no query."""
+
+    slack: dict[str, str]
+    teams: dict[str, str]
+    min_severity: str
+    trigger_interval: str
+    max_alerts_per_message: int
+    max_messages_per_minute: int
+    timeout: str
+    attempts: int
+    backoff: str
+
+    def targets(self) -> dict[str, tuple[str, str]]:
+        """Target name -> (format, URL), for every configured webhook."""
+        named = [("slack", n, u) for n, u in self.slack.items()]
+        named += [("teams", n, u) for n, u in self.teams.items()]
+        seen: set[str] = set()
+        for _, name, _ in named:
+            if name in seen:
+                raise ConfigError(f"conf.webhooks: target name {name!r} is used twice")
+            seen.add(name)
+        return {name: (kind, url) for kind, name, url in named}
+
+
 @dataclass(frozen=True)
 class SparkConf:
     app_name: str
@@ -200,6 +229,7 @@ class Conf:
     delta: DeltaConf
     privacy: PrivacyConf
     spark: SparkConf
+    webhooks: WebhooksConf
     source: str = ""
 
     def table_path(self, table: str) -> str:
@@ -275,6 +305,10 @@ def _check_durations(conf: Conf) -> None:
         )
     ]
     where_values.append(("conf.delta.maintenance_interval", conf.delta.maintenance_interval))
+    where_values += [
+        (f"conf.webhooks.{name}", getattr(conf.webhooks, name))
+        for name in ("trigger_interval", "timeout", "backoff")
+    ]
     for where, value in where_values:
         try:
             duration_s(value)
@@ -397,6 +431,7 @@ _NESTED: dict[tuple[type, str], type] = {
     (Conf, "delta"): DeltaConf,
     (Conf, "privacy"): PrivacyConf,
     (Conf, "spark"): SparkConf,
+    (Conf, "webhooks"): WebhooksConf,
 }
 
 
@@ -424,4 +459,15 @@ def load_conf(path: str | os.PathLike[str] = DEFAULT_CONF) -> Conf:
             f"stream.join_state_format must be one of {', '.join(map(str, JOIN_STATE_FORMATS))}, "
             f"not {conf.stream.join_state_format}"
         )
+    hooks = conf.webhooks
+    if hooks.min_severity not in SEVERITIES:
+        raise ConfigError(
+            f"webhooks.min_severity must be one of {', '.join(SEVERITIES)}, not "
+            f"{hooks.min_severity!r}"
+        )
+    if min(hooks.max_alerts_per_message, hooks.max_messages_per_minute, hooks.attempts) < 1:
+        raise ConfigError(
+            "webhooks.max_alerts_per_message, max_messages_per_minute and attempts must be >= 1"
+        )
+    hooks.targets()  # a name used twice is an error now, not at the first alert
     return conf

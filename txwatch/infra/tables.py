@@ -33,6 +33,7 @@ FRAUD_PATTERNS = "fraud_patterns"
 COMMON_TOKENS = "common_tokens"
 TRANSACTIONS_ANONYMIZED = "transactions_anonymized"
 ANONYMIZATION_REPORT = "anonymization_report"
+WEBHOOK_DELIVERIES = "webhook_deliveries"
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,13 @@ TABLES = {
             ("run_at",),
         ),
         TableSpec(
+            WEBHOOK_DELIVERIES,
+            schemas.WEBHOOK_DELIVERIES,
+            "alerts posted to webhooks (sent) and waiting for a webhook that was down or at "
+            "its rate limit (pending), per target",
+            ("target", "recorded_at"),
+        ),
+        TableSpec(
             GROUND_TRUTH,
             schemas.GROUND_TRUTH,
             "the simulator's labels: the scenario behind every simulated transaction",
@@ -173,6 +181,7 @@ STREAM_TABLES = (
     METRIC_VALUES,
     METRIC_SCORES,
     PIPELINE_PROGRESS,
+    WEBHOOK_DELIVERIES,
 )
 ALL_TABLES = tuple(TABLES)
 

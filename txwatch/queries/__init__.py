@@ -2,7 +2,7 @@
 
 ``PIPELINE`` lists them all. An ``--available-now`` run starts every query whose ``after``
 queries have finished (ingest, travel, the metrics queries and payment scoring
-together, then alerts and enrich).
+together, then alerts and enrich, then webhooks when a webhook is configured).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from txwatch.queries import (
     metrics,
     payment_scoring,
     travel,
+    webhooks,
 )
 from txwatch.queries.base import QuerySpec
 
@@ -25,4 +26,5 @@ PIPELINE: tuple[QuerySpec, ...] = (
     payment_scoring.QUERY,
     alerts.QUERY,
     enrich.QUERY,
+    webhooks.QUERY,
 )

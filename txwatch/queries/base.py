@@ -66,9 +66,14 @@ class QuerySpec:
     """A streaming query the runner can start: its name and how to start it.
 
     ``after`` names the queries whose output (a topic or table) this one reads: an
-    ``--available-now`` run starts it once they have drained theirs.
+    ``--available-now`` run starts it once they have drained theirs. ``enabled`` says
+    whether the conf asks for the query at all (the runner skips it otherwise), and
+    ``tick``, if given, is called every few seconds while a continuous run lasts, for work
+    that must happen without new input (a retry, say).
     """
 
     name: str
     start: Callable[[RunContext], StreamingQuery]
     after: tuple[str, ...] = ()
+    enabled: Callable[[Conf], bool] = lambda conf: True
+    tick: Callable[[RunContext], None] | None = None

@@ -4,7 +4,7 @@ Two ways to run:
 
 - ``run_available_now``: drain what Kafka holds now, then stop. Queries run side by side,
   except that a query starts only after the queries it reads from (``QuerySpec.after``)
-  have drained theirs;
+  have drained theirs; then every query's ``tick`` runs once;
 - ``run_continuously``: start every query, run until one fails, the process gets SIGTERM
   or Ctrl-C, or a duration passes; then stop the others between micro-batches.
 
@@ -72,6 +72,12 @@ def describe_failure(query_name: str, error: BaseException, ctx: RunContext) -> 
     return QueryFailedError(query_name, _first_line(error), hint)
 
 
+def enabled_queries(queries: Sequence[QuerySpec], ctx: RunContext) -> list[QuerySpec]:
+    """The queries the conf asks for (``QuerySpec.enabled``); a query the others wait for
+    (``after``) that is not asked for is not waited for."""
+    return [spec for spec in queries if spec.enabled(ctx.conf)]
+
+
 def run_available_now(ctx: RunContext, queries: Sequence[QuerySpec]) -> None:
     """Run each query with an ``availableNow`` trigger until it has drained its input.
 
@@ -80,6 +86,7 @@ def run_available_now(ctx: RunContext, queries: Sequence[QuerySpec]) -> None:
     leave cores idle that the other's tasks use.
     """
     assert ctx.available_now, "run_available_now needs a RunContext with available_now=True"
+    queries = enabled_queries(queries, ctx)
     ensure_tables(ctx.spark, ctx.conf)
     bounds = WatermarkBounds.from_conf(ctx.conf)
     in_run = {spec.name for spec in queries}
@@ -107,6 +114,10 @@ def run_available_now(ctx: RunContext, queries: Sequence[QuerySpec]) -> None:
                     del running[name]
                     finished.add(name)
                     record_progress(query)
+        # Work that waits for no input (a retry of what a webhook missed) is done once more.
+        for spec in queries:
+            if spec.tick is not None:
+                spec.tick(ctx)
     except StreamingQueryException as err:
         failed = next((n for n, q in running.items() if q.exception() is not None), "unknown")
         raise describe_failure(failed, err, ctx) from err
@@ -143,8 +154,10 @@ def run_continuously(
 ) -> None:
     """Run every query until one stops or fails, SIGTERM/Ctrl-C, or ``run_for_s`` passes.
 
-    Progress rows are written to ``pipeline_progress`` every ``flush_every_s`` seconds.
+    Progress rows are written to ``pipeline_progress`` every ``flush_every_s`` seconds, and
+    the queries' ``tick`` functions called.
     """
+    queries = enabled_queries(queries, ctx)
     ensure_tables(ctx.spark, ctx.conf)
     maintenance_every_s = duration_s(ctx.conf.delta.maintenance_interval)
     next_maintenance = time.monotonic() + maintenance_every_s
@@ -169,6 +182,9 @@ def run_continuously(
                 continue
             next_flush = time.monotonic() + flush_every_s
             recorder.flush(ctx.spark, ctx.conf)
+            for spec in queries:
+                if spec.tick is not None:
+                    spec.tick(ctx)
             if time.monotonic() >= next_maintenance:
                 maintain_tables(ctx.spark, ctx.conf, compact=False)
                 next_maintenance = time.monotonic() + maintenance_every_s

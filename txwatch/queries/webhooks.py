@@ -1,0 +1,226 @@
+"""Query ``webhooks``: new rows of the Delta ``alerts`` table -> Slack and Teams webhooks.
+
+It runs only when ``webhooks.slack`` or ``webhooks.teams`` name a URL. It reads ``alerts``
+as a Delta stream, which holds every alert once (the ``alerts`` query keeps one row per
+``alert_id``), so a webhook gets each alert once, whatever detector raised it and however
+often it was published. Per micro-batch and target:
+
+1. the alerts of at least ``webhooks.min_severity``, after those still pending for the
+   target, in event-time order, each ``alert_id`` once;
+2. in messages of at most ``max_alerts_per_message`` alerts, no more messages than the
+   target's rate limit allows (``max_messages_per_minute``);
+3. each message POSTed with retries and a doubling backoff (``txwatch.infra.webhooks``);
+   a delivered message's alerts are recorded ``sent`` in ``webhook_deliveries``;
+4. what was not delivered (the webhook is down, or the rate limit is reached) is recorded
+   ``pending``, with the alert, and sent first next time: at the next micro-batch, or
+   within ``tick`` (every 30 s of a continuous run, and once at the end of an
+   ``--available-now`` run) when no new alert comes.
+
+A webhook that is down therefore neither stops the stream (the batch ends normally) nor
+loses an alert (``alerts`` is written by its own query; what the webhook missed waits in
+``webhook_deliveries``, read back when the job starts). Delivery is at least once: a
+crash between a POST and its record sends that message again after the restart. Each
+alert line carries its ``alert_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pyspark.sql.functions as F
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from txwatch.infra import tables
+from txwatch.infra.config import SEVERITIES, Conf, duration_s
+from txwatch.infra.delta import append_once
+from txwatch.infra.webhooks import RateLimiter, message, post
+from txwatch.queries import alerts
+from txwatch.queries.base import QuerySpec, RunContext
+from udfs import schemas
+
+NAME = "webhooks"
+SENT = "sent"
+PENDING = "pending"
+
+
+def enabled(conf: Conf) -> bool:
+    return bool(conf.webhooks.targets())
+
+
+def _json_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _event_time(alert: dict[str, Any]) -> datetime | None:
+    value = alert.get("event_time")
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+class Deliverer:
+    """Sends new and pending alerts to every target and records what happened.
+
+    One per running job: the query's micro-batches and the runner's ``tick`` share it, and
+    its lock keeps them from sending the same pending alerts twice at once. What is
+    pending is read from ``webhook_deliveries`` once, at the first use, and then kept in
+    memory: a micro-batch's cost follows its alerts, not the table.
+    """
+
+    def __init__(self, spark: SparkSession, conf: Conf) -> None:
+        self._spark = spark
+        self._conf = conf
+        self._hooks = conf.webhooks
+        self._limiter = RateLimiter(self._hooks.max_messages_per_minute)
+        self._lock = threading.Lock()
+        self._waiting: dict[str, list[dict[str, Any]]] | None = None  # target -> alerts
+        self._down: dict[str, str] = {}  # target -> error, while it fails
+
+    def _load_pending(self) -> dict[str, list[dict[str, Any]]]:
+        """Per target, the alerts recorded pending and not sent since (at start)."""
+        records = self._spark.read.format("delta").load(
+            self._conf.table_path(tables.WEBHOOK_DELIVERIES)
+        )
+        sent = records.filter(F.col("status") == SENT).select("target", "alert_id")
+        rows = (
+            records.filter(F.col("status") == PENDING)
+            .join(sent, ["target", "alert_id"], "left_anti")
+            .dropDuplicates(["target", "alert_id"])
+            .select("target", "alert")
+            .collect()
+        )
+        pending: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            pending.setdefault(row.target, []).append(json.loads(row.alert))
+        return pending
+
+    @property
+    def has_pending(self) -> bool:
+        return self._waiting is None or any(self._waiting.values())
+
+    def deliver(self, new_alerts: list[dict[str, Any]], batch_id: int | None) -> None:
+        """Send pending, then ``new_alerts``; record the outcome (once per batch id)."""
+        with self._lock:
+            if self._waiting is None:
+                self._waiting = self._load_pending()
+            records = self._send_all(self._waiting, new_alerts)
+            if not records:
+                return
+            df = self._spark.createDataFrame(records, schemas.WEBHOOK_DELIVERIES)
+            if batch_id is None:
+                path = self._conf.table_path(tables.WEBHOOK_DELIVERIES)
+                df.write.format("delta").mode("append").save(path)
+            else:
+                append_once(df, self._conf, tables.WEBHOOK_DELIVERIES, NAME, batch_id)
+
+    def _send_all(
+        self, waiting: dict[str, list[dict[str, Any]]], new_alerts: list[dict[str, Any]]
+    ) -> list[tuple]:
+        """Send to every target; update ``waiting``; the rows to record."""
+        hooks = self._hooks
+        now = datetime.now(UTC).replace(tzinfo=None)
+        records: list[tuple] = []
+        for target, (kind, url) in hooks.targets().items():
+            before = waiting.get(target, [])
+            known = {a["alert_id"] for a in before}
+            fresh = [a for a in new_alerts if a["alert_id"] not in known]
+            queue = sorted(
+                before + fresh, key=lambda a: (_event_time(a) or datetime.min, a["alert_id"])
+            )
+            size = hooks.max_alerts_per_message
+            delivered: set[str] = set()
+            error = None
+            for i in range(0, len(queue), size):
+                chunk = queue[i : i + size]
+                if not self._limiter.allowed(target):
+                    error = f"rate limit of {hooks.max_messages_per_minute} messages per minute"
+                    break
+                self._limiter.record(target)
+                result = post(
+                    url,
+                    message(kind, chunk),
+                    duration_s(hooks.timeout),
+                    hooks.attempts,
+                    duration_s(hooks.backoff),
+                )
+                if not result.delivered:
+                    error = f"not delivered after {result.attempts} attempts: {result.error}"
+                    break
+                delivered.update(a["alert_id"] for a in chunk)
+            fresh_ids = {a["alert_id"] for a in fresh}
+            for alert in queue:
+                if alert["alert_id"] in delivered:
+                    records.append(self._record(target, alert, SENT, now, None))
+                elif alert["alert_id"] in fresh_ids:
+                    records.append(self._record(target, alert, PENDING, now, error))
+            waiting[target] = [a for a in queue if a["alert_id"] not in delivered]
+            self._report(target, error, len(waiting[target]))
+        return records
+
+    def _report(self, target: str, error: str | None, waiting: int) -> None:
+        """One line when a target starts failing and one when it is back, not one per batch."""
+        if error is not None and waiting:
+            if target not in self._down:
+                print(f"[{NAME}] {target}: {error}; {waiting} alerts wait", flush=True)
+            self._down[target] = error
+        elif target in self._down:
+            del self._down[target]
+            print(f"[{NAME}] {target}: delivering again", flush=True)
+
+    @staticmethod
+    def _record(
+        target: str, alert: dict[str, Any], status: str, now: datetime, error: str | None
+    ) -> tuple:
+        text = json.dumps({k: _json_value(v) for k, v in alert.items()}, sort_keys=True)
+        return (target, alert["alert_id"], status, text, _event_time(alert), now, error)
+
+
+# One Deliverer per lake in this process: the query and the runner's tick share it.
+_DELIVERERS: dict[str, Deliverer] = {}
+
+
+def deliverer(ctx: RunContext) -> Deliverer:
+    key = ctx.conf.lake_root
+    if key not in _DELIVERERS or _DELIVERERS[key]._spark is not ctx.spark:
+        _DELIVERERS[key] = Deliverer(ctx.spark, ctx.conf)
+    return _DELIVERERS[key]
+
+
+def new_alerts(batch_df: DataFrame, min_severity: str) -> list[dict[str, Any]]:
+    """The batch's alerts of at least ``min_severity`` (a few rows: collected)."""
+    wanted = SEVERITIES[SEVERITIES.index(min_severity) :]
+    rows = batch_df.filter(F.col("severity").isin(*wanted)).collect()
+    return [row.asDict(recursive=True) for row in rows]
+
+
+def batch_writer(sender: Deliverer, conf: Conf) -> Callable[[DataFrame, int], None]:
+    def write_webhooks_batch(batch_df: DataFrame, batch_id: int) -> None:
+        sender.deliver(new_alerts(batch_df, conf.webhooks.min_severity), batch_id)
+
+    return write_webhooks_batch
+
+
+def start(ctx: RunContext) -> StreamingQuery:
+    spark, conf = ctx.spark, ctx.conf
+    sender = deliverer(ctx)
+    source = spark.readStream.format("delta").load(conf.table_path(tables.ALERTS))
+    writer = source.writeStream.foreachBatch(batch_writer(sender, conf))
+    writer = ctx.with_trigger(ctx.checkpoint(writer, NAME), conf.webhooks.trigger_interval)
+    return ctx.start(writer)
+
+
+def tick(ctx: RunContext) -> None:
+    """Send what is pending, even when no new alert comes to trigger a micro-batch."""
+    sender = deliverer(ctx)
+    if sender.has_pending:
+        sender.deliver([], None)
+
+
+QUERY = QuerySpec(NAME, start, after=(alerts.NAME,), enabled=enabled, tick=tick)
