@@ -43,7 +43,9 @@ def run(argv: list[str] | None) -> int:
         print(f"sql: no tables under {conf.lake_root}; run the stream job first", file=sys.stderr)
         return 1
     for statement in split_statements(text):
-        spark.sql(statement).show(args.limit, truncate=False)
+        result = spark.sql(statement)
+        if result.columns:  # a query, not a statement such as DECLARE VARIABLE
+            result.show(args.limit, truncate=False)
     return 0
 
 

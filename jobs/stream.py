@@ -69,7 +69,11 @@ def run(args: argparse.Namespace) -> int:
     token_key_from_env(conf.privacy.token_key_env)  # stop now, in one line, without a key
     run_for_s = duration_s(args.duration) if args.duration else None
     # A query the conf does not ask for (webhooks without a URL) does not run.
-    queries = tuple(q for q in select_queries(args.queries) if q.enabled(conf))
+    selected = select_queries(args.queries)
+    queries = tuple(q for q in selected if q.enabled(conf))
+    if args.queries and len(queries) < len(selected):
+        off = ", ".join(q.name for q in selected if q not in queries)
+        raise UserError(f"--queries names {off}, which {conf.source} does not turn on")
     if run_for_s is not None and args.available_now:
         raise UserError("--duration applies to continuous runs, not with --available-now")
     if conf.kafka.create_topics:

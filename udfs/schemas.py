@@ -280,4 +280,5 @@ WEBHOOK_DELIVERIES = _schema(
     ("event_time", TIMESTAMP),
     ("recorded_at", TIMESTAMP),
     ("error", STRING),
+    ("batch_id", LONG),  # the webhooks query's micro-batch (null: a retry between batches)
 )

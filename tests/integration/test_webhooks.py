@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pyspark.sql.functions as F
 import pytest
@@ -23,10 +23,10 @@ from udfs.alerts import ALERT_SCHEMA
 T0 = datetime(2026, 1, 5, 12, 0)
 
 
-def alert(i: int, severity: str) -> tuple:
+def alert(i: int, severity: str, detected_at: datetime | None = None) -> tuple:
     return (
         f"alert-{i}", "impossible_travel", 0.9, severity, f"reason {i}", T0 + timedelta(minutes=i),
-        T0 + timedelta(minutes=i, seconds=5), f"t-{i}", "u_0123456789abcdef", "tok", "4242",
+        detected_at or datetime.now(UTC), f"t-{i}", "u_0123456789abcdef", "tok", "4242",
         "d_0123456789abcdef", "Cafe", 10.0 + i, "EUR", 48.85, 2.35, {"implied_speed_mps": 900.0},
     )  # fmt: skip
 
@@ -78,17 +78,21 @@ def test_a_webhook_that_is_down_loses_nothing_and_gets_each_alert_once_when_back
             run_available_now(ctx, [webhooks.QUERY])
 
         severities = ["high", "medium", "low", "high", "medium"]
+        # Alerts of the lake's history (detected before this job started) are not posted.
+        history = webhooks.JOB_STARTED - timedelta(days=1)
+        add_alerts([alert(90 + i, "high", detected_at=history) for i in range(3)])
         add_alerts([alert(i, s) for i, s in enumerate(severities)])
 
         server.status = 503  # down: the run ends normally, nothing is delivered
         run_once()
-        # 2 targets x 2 attempts, in the micro-batch and again at the end of the run
-        assert server.received == [] and server.requests == 2 * 2 * 2
+        # 2 targets x 2 attempts in the micro-batch, then 1 attempt each at the end of the
+        # run (a target that just failed gets one)
+        assert server.received == [] and server.requests == 2 * 2 + 2
         deliveries = read_table(spark, conf, tables.WEBHOOK_DELIVERIES)
         pending = deliveries.filter(F.col("status") == "pending")
         assert pending.count() == 2 * 4  # every target, every alert but the low one
         assert pending.filter(F.col("error").contains("HTTP 503")).count() == 8
-        assert read_table(spark, conf, tables.ALERTS).count() == 5
+        assert read_table(spark, conf, tables.ALERTS).count() == 3 + 5
 
         server.status = 200  # back: no new alert, what was missed goes out
         run_once()
@@ -105,6 +109,18 @@ def test_a_webhook_that_is_down_loses_nothing_and_gets_each_alert_once_when_back
         sent = read_table(spark, conf, tables.WEBHOOK_DELIVERIES).filter("status = 'sent'")
         assert sent.count() == 2 * 5
         assert sent.select("target", "alert_id").distinct().count() == 2 * 5
+
+
+def test_a_replayed_batch_whose_outcome_is_recorded_is_not_sent_again(spark, hook_conf):
+    with WebhookServer() as server:
+        conf = hook_conf(server)
+        ensure_tables(spark, conf)
+        sender = webhooks.Deliverer(spark, conf)
+        sender.deliver([dict(zip(ALERT_SCHEMA.names, alert(1, "high"), strict=True))], 0)
+        assert len(server.received) == 2  # one message per target
+        again = webhooks.Deliverer(spark, conf)  # after a restart, batch 0 comes again
+        again.deliver([dict(zip(ALERT_SCHEMA.names, alert(1, "high"), strict=True))], 0)
+        assert len(server.received) == 2
 
 
 def test_the_query_runs_only_when_a_webhook_is_configured(conf):

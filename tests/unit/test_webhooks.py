@@ -2,8 +2,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pytest
+
+from tests.conftest import REPO
 from tests.webhook_server import WebhookServer
-from txwatch.infra.webhooks import SLACK, TEAMS, RateLimiter, message, post
+from txwatch.infra.config import ConfigError, load_conf
+from txwatch.infra.webhooks import SLACK, TEAMS, RateLimiter, check_url, message, post
 
 ALERT = {
     "alert_id": "a1",
@@ -58,3 +62,25 @@ def test_rate_limiter_allows_so_many_messages_in_any_minute():
     assert limiter.allowed("ops") == 0 and limiter.allowed("other") == 2
     now[0] = 60.5  # the first message is a minute old
     assert limiter.allowed("ops") == 1
+
+
+def test_slack_text_escapes_its_markup():
+    text = message(SLACK, [{**ALERT, "reason": "<!channel> & <http://x|y>"}])["text"]
+    assert "&lt;!channel&gt; &amp; &lt;http://x|y&gt;" in text and "<!channel>" not in text
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["hooks.slack.com/services/T/B/SECRET", "file:///etc/passwd", "https://", "http://h:99999/x"],
+)
+def test_a_url_that_cannot_be_a_webhook_is_refused_without_repeating_it(url, tmp_path):
+    assert check_url(url) is not None and "SECRET" not in check_url(url)
+    path = tmp_path / "hooks.yaml"
+    path.write_text(
+        f"extends: {REPO / 'conf' / 'local.yaml'}\nwebhooks:\n  slack: {{ops: '{url}'}}\n"
+    )
+    with pytest.raises(ConfigError, match="the webhook 'ops' cannot be used") as err:
+        load_conf(path)
+    assert url not in str(err.value)
+    # and post() never raises on it either
+    assert not post(url, {"text": "x"}, 1.0, 1, 0.0).delivered

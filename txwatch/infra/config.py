@@ -19,6 +19,7 @@ from typing import Any, cast
 import yaml
 
 from txwatch.infra.errors import UserError
+from txwatch.infra.webhooks import check_url
 from udfs.anonymity import Hierarchies
 from udfs.similarity import BehaviourTokens, SimilarityParams
 from udfs.travel import ImpossibleTravelRule, TravelJoin
@@ -469,5 +470,7 @@ def load_conf(path: str | os.PathLike[str] = DEFAULT_CONF) -> Conf:
         raise ConfigError(
             "webhooks.max_alerts_per_message, max_messages_per_minute and attempts must be >= 1"
         )
-    hooks.targets()  # a name used twice is an error now, not at the first alert
+    for name, (_, url) in hooks.targets().items():  # a name used twice is an error too
+        if (problem := check_url(url)) is not None:
+            raise ConfigError(f"webhooks: the webhook {name!r} cannot be used: {problem}")
     return conf

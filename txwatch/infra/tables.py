@@ -162,7 +162,7 @@ TABLES = {
             schemas.WEBHOOK_DELIVERIES,
             "alerts posted to webhooks (sent) and waiting for a webhook that was down or at "
             "its rate limit (pending), per target",
-            ("target", "recorded_at"),
+            ("target", "recorded_at", "batch_id"),
         ),
         TableSpec(
             GROUND_TRUTH,

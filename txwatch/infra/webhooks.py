@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 SLACK = "slack"
@@ -35,7 +36,12 @@ def alert_line(alert: dict[str, Any]) -> str:
     when = alert.get("event_time")
     if isinstance(when, str):  # a pending alert, read back from JSON
         when = datetime.fromisoformat(when)
-    when_text = when.strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(when, datetime) else "?"
+    # PySpark hands timestamps over as naive datetimes in this process's local time.
+    when_text = (
+        when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        if isinstance(when, datetime)
+        else "?"
+    )
     subject = []
     if alert.get("transaction_id"):
         subject.append(f"transaction {alert['transaction_id']}")
@@ -56,6 +62,10 @@ def message(kind: str, alerts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     title = f"txwatch: {len(alerts)} new alert{'s' if len(alerts) != 1 else ''}"
     lines = [alert_line(a) for a in alerts]
     if kind == SLACK:
+        # Slack reads &, < and > as markup (links, @channel): escaped as its docs say.
+        lines = [
+            line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") for line in lines
+        ]
         return {"text": "\n".join([f"*{title}*", *(f"• {line}" for line in lines)])}
     if kind == TEAMS:
         return {
@@ -76,6 +86,21 @@ class PostResult:
     error: str | None = None
 
 
+def check_url(url: str) -> str | None:
+    """Why ``url`` cannot be a webhook (None when it can). The URL itself is a secret: the
+    answer never repeats it."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return "its URL must start with https:// (or http://)"
+    if not parts.hostname or any(c.isspace() for c in url):
+        return "its URL has no host, or holds spaces"
+    try:
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        return "its URL has a bad port"
+    return None
+
+
 def post(
     url: str,
     body: dict[str, Any],
@@ -84,22 +109,32 @@ def post(
     backoff_s: float,
     sleep: Callable[[float], None] = time.sleep,
 ) -> PostResult:
-    """POST ``body`` as JSON; retry up to ``attempts`` times, waiting backoff, 2x backoff..."""
+    """POST ``body`` as JSON; retry up to ``attempts`` times, waiting backoff, 2x backoff...
+
+    Never raises: whatever goes wrong (refused, timeout, an answer that is not HTTP) is the
+    result's ``error``, which names no URL.
+    """
     data = json.dumps(body).encode()
     error = None
     for attempt in range(1, attempts + 1):
-        request = urllib.request.Request(
-            url, data=data, headers={"Content-Type": "application/json"}, method="POST"
-        )
         try:
+            request = urllib.request.Request(
+                url, data=data, headers={"Content-Type": "application/json"}, method="POST"
+            )
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                if 200 <= response.status < 300:
+                status = getattr(response, "status", None)
+                if status is not None and 200 <= status < 300:
                     return PostResult(True, attempt)
-                error = f"HTTP {response.status}"
+                error = f"HTTP {status}"
         except urllib.error.HTTPError as err:
+            err.close()
             error = f"HTTP {err.code}"
-        except (urllib.error.URLError, OSError) as err:
-            error = str(getattr(err, "reason", err))
+        except urllib.error.URLError as err:
+            error = f"connection failed ({type(err.reason).__name__})"
+        except TimeoutError:
+            error = f"no answer within {timeout_s:g} s"
+        except Exception as err:  # a broken answer, a bad URL: never stop the stream
+            error = type(err).__name__
         if attempt < attempts:
             sleep(backoff_s * 2 ** (attempt - 1))
     return PostResult(False, attempts, error)

@@ -68,8 +68,9 @@ class QuerySpec:
     ``after`` names the queries whose output (a topic or table) this one reads: an
     ``--available-now`` run starts it once they have drained theirs. ``enabled`` says
     whether the conf asks for the query at all (the runner skips it otherwise), and
-    ``tick``, if given, is called every few seconds while a continuous run lasts, for work
-    that must happen without new input (a retry, say).
+    ``tick``, if given, is called every 30 seconds while a continuous run lasts and once at
+    the end of an ``--available-now`` run, for work that must happen without new input (a
+    retry, say).
     """
 
     name: str

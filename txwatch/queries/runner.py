@@ -78,6 +78,18 @@ def enabled_queries(queries: Sequence[QuerySpec], ctx: RunContext) -> list[Query
     return [spec for spec in queries if spec.enabled(ctx.conf)]
 
 
+def run_ticks(ctx: RunContext, queries: Sequence[QuerySpec]) -> None:
+    """Call every query's ``tick``; one that fails is reported in a line and tried again
+    next time: it must not stop the queries."""
+    for spec in queries:
+        if spec.tick is None:
+            continue
+        try:
+            spec.tick(ctx)
+        except Exception as err:
+            print(f"[{spec.name}] between batches: {type(err).__name__}: {_first_line(err)}")
+
+
 def run_available_now(ctx: RunContext, queries: Sequence[QuerySpec]) -> None:
     """Run each query with an ``availableNow`` trigger until it has drained its input.
 
@@ -115,9 +127,7 @@ def run_available_now(ctx: RunContext, queries: Sequence[QuerySpec]) -> None:
                     finished.add(name)
                     record_progress(query)
         # Work that waits for no input (a retry of what a webhook missed) is done once more.
-        for spec in queries:
-            if spec.tick is not None:
-                spec.tick(ctx)
+        run_ticks(ctx, queries)
     except StreamingQueryException as err:
         failed = next((n for n, q in running.items() if q.exception() is not None), "unknown")
         raise describe_failure(failed, err, ctx) from err
@@ -182,9 +192,7 @@ def run_continuously(
                 continue
             next_flush = time.monotonic() + flush_every_s
             recorder.flush(ctx.spark, ctx.conf)
-            for spec in queries:
-                if spec.tick is not None:
-                    spec.tick(ctx)
+            run_ticks(ctx, queries)
             if time.monotonic() >= next_maintenance:
                 maintain_tables(ctx.spark, ctx.conf, compact=False)
                 next_maintenance = time.monotonic() + maintenance_every_s

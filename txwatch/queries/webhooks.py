@@ -3,14 +3,17 @@
 It runs only when ``webhooks.slack`` or ``webhooks.teams`` name a URL. It reads ``alerts``
 as a Delta stream, which holds every alert once (the ``alerts`` query keeps one row per
 ``alert_id``), so a webhook gets each alert once, whatever detector raised it and however
-often it was published. Per micro-batch and target:
+often it was published. Its very first micro-batch (the table as it stands when the query
+first starts) posts only the alerts detected since the job started: turning webhooks on
+for a lake with history does not post the history. Per micro-batch and target:
 
 1. the alerts of at least ``webhooks.min_severity``, after those still pending for the
    target, in event-time order, each ``alert_id`` once;
 2. in messages of at most ``max_alerts_per_message`` alerts, no more messages than the
    target's rate limit allows (``max_messages_per_minute``);
 3. each message POSTed with retries and a doubling backoff (``txwatch.infra.webhooks``);
-   a delivered message's alerts are recorded ``sent`` in ``webhook_deliveries``;
+   a delivered message's alerts are recorded ``sent`` in ``webhook_deliveries``; a target
+   that failed last time gets one attempt, not ``attempts``, until it answers again;
 4. what was not delivered (the webhook is down, or the rate limit is reached) is recorded
    ``pending``, with the alert, and sent first next time: at the next micro-batch, or
    within ``tick`` (every 30 s of a continuous run, and once at the end of an
@@ -19,8 +22,8 @@ often it was published. Per micro-batch and target:
 A webhook that is down therefore neither stops the stream (the batch ends normally) nor
 loses an alert (``alerts`` is written by its own query; what the webhook missed waits in
 ``webhook_deliveries``, read back when the job starts). Delivery is at least once: a
-crash between a POST and its record sends that message again after the restart. Each
-alert line carries its ``alert_id``.
+crash between a POST and its record sends that message again after the restart (a batch
+whose records were committed is not sent again). Each alert line carries its ``alert_id``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ from udfs import schemas
 NAME = "webhooks"
 SENT = "sent"
 PENDING = "pending"
+# When this job started (the module loads with the pipeline): the first micro-batch of a
+# new checkpoint posts only alerts detected since.
+JOB_STARTED = datetime.now(UTC)
 
 
 def enabled(conf: Conf) -> bool:
@@ -105,12 +111,29 @@ class Deliverer:
     def has_pending(self) -> bool:
         return self._waiting is None or any(self._waiting.values())
 
-    def deliver(self, new_alerts: list[dict[str, Any]], batch_id: int | None) -> None:
-        """Send pending, then ``new_alerts``; record the outcome (once per batch id)."""
-        with self._lock:
+    def _batch_recorded(self, batch_id: int) -> bool:
+        """Did micro-batch ``batch_id`` record its outcome already (a replay after a crash)?"""
+        records = self._spark.read.format("delta").load(
+            self._conf.table_path(tables.WEBHOOK_DELIVERIES)
+        )
+        return not records.filter(F.col("batch_id") == batch_id).limit(1).isEmpty()
+
+    def deliver(
+        self, new_alerts: list[dict[str, Any]], batch_id: int | None, wait: bool = True
+    ) -> None:
+        """Send pending, then ``new_alerts``; record the outcome (once per batch id).
+
+        With ``wait=False`` (a retry between batches) nothing happens while a micro-batch
+        is sending.
+        """
+        if not self._lock.acquire(blocking=wait):
+            return
+        try:
+            if batch_id is not None and self._batch_recorded(batch_id):
+                return
             if self._waiting is None:
                 self._waiting = self._load_pending()
-            records = self._send_all(self._waiting, new_alerts)
+            records = self._send_all(self._waiting, new_alerts, batch_id)
             if not records:
                 return
             df = self._spark.createDataFrame(records, schemas.WEBHOOK_DELIVERIES)
@@ -119,9 +142,14 @@ class Deliverer:
                 df.write.format("delta").mode("append").save(path)
             else:
                 append_once(df, self._conf, tables.WEBHOOK_DELIVERIES, NAME, batch_id)
+        finally:
+            self._lock.release()
 
     def _send_all(
-        self, waiting: dict[str, list[dict[str, Any]]], new_alerts: list[dict[str, Any]]
+        self,
+        waiting: dict[str, list[dict[str, Any]]],
+        new_alerts: list[dict[str, Any]],
+        batch_id: int | None,
     ) -> list[tuple]:
         """Send to every target; update ``waiting``; the rows to record."""
         hooks = self._hooks
@@ -130,7 +158,11 @@ class Deliverer:
         for target, (kind, url) in hooks.targets().items():
             before = waiting.get(target, [])
             known = {a["alert_id"] for a in before}
-            fresh = [a for a in new_alerts if a["alert_id"] not in known]
+            fresh = []
+            for alert in new_alerts:
+                if alert["alert_id"] not in known:
+                    known.add(alert["alert_id"])
+                    fresh.append(alert)
             queue = sorted(
                 before + fresh, key=lambda a: (_event_time(a) or datetime.min, a["alert_id"])
             )
@@ -147,7 +179,7 @@ class Deliverer:
                     url,
                     message(kind, chunk),
                     duration_s(hooks.timeout),
-                    hooks.attempts,
+                    1 if target in self._down else hooks.attempts,
                     duration_s(hooks.backoff),
                 )
                 if not result.delivered:
@@ -157,9 +189,9 @@ class Deliverer:
             fresh_ids = {a["alert_id"] for a in fresh}
             for alert in queue:
                 if alert["alert_id"] in delivered:
-                    records.append(self._record(target, alert, SENT, now, None))
+                    records.append(self._record(target, alert, SENT, now, None, batch_id))
                 elif alert["alert_id"] in fresh_ids:
-                    records.append(self._record(target, alert, PENDING, now, error))
+                    records.append(self._record(target, alert, PENDING, now, error, batch_id))
             waiting[target] = [a for a in queue if a["alert_id"] not in delivered]
             self._report(target, error, len(waiting[target]))
         return records
@@ -176,33 +208,48 @@ class Deliverer:
 
     @staticmethod
     def _record(
-        target: str, alert: dict[str, Any], status: str, now: datetime, error: str | None
+        target: str,
+        alert: dict[str, Any],
+        status: str,
+        now: datetime,
+        error: str | None,
+        batch_id: int | None,
     ) -> tuple:
         text = json.dumps({k: _json_value(v) for k, v in alert.items()}, sort_keys=True)
-        return (target, alert["alert_id"], status, text, _event_time(alert), now, error)
+        event_time = _event_time(alert)
+        return (target, alert["alert_id"], status, text, event_time, now, error, batch_id)
 
 
-# One Deliverer per lake in this process: the query and the runner's tick share it.
-_DELIVERERS: dict[str, Deliverer] = {}
+# One Deliverer per lake and webhooks conf in this process: the query and the runner's
+# tick share it.
+_DELIVERERS: dict[tuple[str, str], Deliverer] = {}
 
 
 def deliverer(ctx: RunContext) -> Deliverer:
-    key = ctx.conf.lake_root
+    key = (ctx.conf.lake_root, repr(ctx.conf.webhooks))
     if key not in _DELIVERERS or _DELIVERERS[key]._spark is not ctx.spark:
         _DELIVERERS[key] = Deliverer(ctx.spark, ctx.conf)
     return _DELIVERERS[key]
 
 
-def new_alerts(batch_df: DataFrame, min_severity: str) -> list[dict[str, Any]]:
-    """The batch's alerts of at least ``min_severity`` (a few rows: collected)."""
+def new_alerts(
+    batch_df: DataFrame, min_severity: str, detected_since: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The batch's alerts of at least ``min_severity`` (a few rows: collected), detected
+    since ``detected_since`` when given."""
     wanted = SEVERITIES[SEVERITIES.index(min_severity) :]
-    rows = batch_df.filter(F.col("severity").isin(*wanted)).collect()
-    return [row.asDict(recursive=True) for row in rows]
+    df = batch_df.filter(F.col("severity").isin(*wanted))
+    if detected_since is not None:
+        # An aware datetime: PySpark makes it the same instant whatever the time zones.
+        df = df.filter(F.col("detected_at") >= F.lit(detected_since))
+    return [row.asDict(recursive=True) for row in df.collect()]
 
 
 def batch_writer(sender: Deliverer, conf: Conf) -> Callable[[DataFrame, int], None]:
     def write_webhooks_batch(batch_df: DataFrame, batch_id: int) -> None:
-        sender.deliver(new_alerts(batch_df, conf.webhooks.min_severity), batch_id)
+        # Batch 0 is the table as it stood when the query first started: its history.
+        since = JOB_STARTED if batch_id == 0 else None
+        sender.deliver(new_alerts(batch_df, conf.webhooks.min_severity, since), batch_id)
 
     return write_webhooks_batch
 
@@ -220,7 +267,7 @@ def tick(ctx: RunContext) -> None:
     """Send what is pending, even when no new alert comes to trigger a micro-batch."""
     sender = deliverer(ctx)
     if sender.has_pending:
-        sender.deliver([], None)
+        sender.deliver([], None, wait=False)
 
 
 QUERY = QuerySpec(NAME, start, after=(alerts.NAME,), enabled=enabled, tick=tick)
