@@ -7,7 +7,8 @@ For each rate R (events/s, location fixes and payments together), in order:
 
 1. Fresh topics ``lat-*`` and a fresh lake ``.bench/latency/lake-<R>``; a conf file
    ``.bench/latency/conf-<R>.yaml`` extending ``conf/local.yaml`` with those (and the
-   trigger intervals, when ``--alert-trigger``/``--table-trigger`` override them).
+   trigger intervals, when ``--alert-trigger``/``--table-trigger``/``--alert-table-trigger``
+   override them).
 2. The pipeline runs as a user runs it continuously, in its own process:
    ``python -m jobs.stream --conf <that file> --quiet --duration ...`` (log in
    ``.bench/latency/stream-<R>.log``). The benchmark waits until its tables and the ingest

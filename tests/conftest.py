@@ -88,6 +88,11 @@ def conf(base_conf: Conf, tmp_path: Path) -> Conf:
 @pytest.fixture
 def kafka_conf(conf: Conf, kafka_bootstrap: str) -> Conf:
     """``conf`` pointed at the test broker, with topics of its own."""
+    return with_own_topics(conf, kafka_bootstrap)
+
+
+def with_own_topics(conf: Conf, kafka_bootstrap: str) -> Conf:
+    """``conf`` pointed at the test broker, with topics no other test uses."""
     suffix = uuid.uuid4().hex[:8]
     topics = dataclasses.replace(
         conf.kafka.topics,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import time
+from datetime import datetime, timedelta
 
 from kafka import KafkaConsumer, KafkaProducer
 from pyspark.sql import SparkSession
@@ -12,6 +14,7 @@ from txwatch.infra.config import Conf
 from txwatch.queries import PIPELINE
 from txwatch.queries.base import RunContext
 from txwatch.queries.runner import run_available_now
+from txwatch.simulator import SimulationParams
 
 
 def run_pipeline(spark: SparkSession, conf: Conf) -> None:
@@ -56,3 +59,35 @@ def consume_all(
     finally:
         consumer.close()
     return records
+
+
+def travel_only_params(**settings: object) -> SimulationParams:
+    """Simulation settings where every phone reports throughout and nothing is late or out
+    of order, and no payment comes from a new device (card testing, takeovers, rings,
+    repeats of known fraud have no fixes to find): impossible travel is the only fraud."""
+    quiet: dict[str, object] = {
+        "out_of_order_rate": 0.0,
+        "late_rate": 0.0,
+        "no_location_rate": 0.0,
+        "amount_outlier_rate": 0.0,
+        "card_testing_per_hour": 0.0,
+        "account_takeover_per_hour": 0.0,
+        "fraud_rings": 0,
+        "pattern_repeats_per_hour": 0.0,
+    }
+    return SimulationParams(**{**quiet, **settings})
+
+
+def series_with_spike(first: datetime, points: int, spike_at: int) -> list[dict]:
+    """A noisy daily series (``svc.latency_ms``) every 5 minutes from ``first``, with a
+    spike of +400 at point ``spike_at``."""
+    series = []
+    for i in range(points):
+        value = 50 + 20 * math.sin(2 * math.pi * i / 288) + (i * 7919 % 13) - 6
+        if i == spike_at:
+            value += 400
+        at = first + timedelta(minutes=5 * i)
+        series.append(
+            {"series": "svc.latency_ms", "event_time": at.isoformat(), "value": round(value, 2)}
+        )
+    return series

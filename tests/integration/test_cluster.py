@@ -23,10 +23,11 @@ import pytest
 from pyspark.sql import DataFrame
 
 from tests.conftest import REPO, TEST_TOKEN_KEY, _free_port
+from tests.integration.kafka_helpers import travel_only_params
 from txwatch.infra import tables
 from txwatch.infra.kafka_admin import ensure_topics
 from txwatch.lake import read_table
-from txwatch.simulator import SimulationParams, Simulator, produce
+from txwatch.simulator import Simulator, produce
 from udfs.travel import ALERT_TYPE_IMPOSSIBLE_TRAVEL
 
 pytestmark = pytest.mark.kafka
@@ -126,7 +127,7 @@ def test_standalone_cluster_writes_the_same_rows_as_local_mode(
     spark, kafka_conf, tmp_path, cluster
 ):
     ensure_topics(kafka_conf)
-    params = SimulationParams(
+    params = travel_only_params(
         seed=5,
         users=30,
         duration_min=30,
@@ -134,15 +135,6 @@ def test_standalone_cluster_writes_the_same_rows_as_local_mode(
         tx_per_hour=8,
         impossible_travel_rate=0.1,
         malformed_rate=0.02,
-        out_of_order_rate=0.0,
-        late_rate=0.0,
-        no_location_rate=0.0,
-        # Payments from new devices have no fixes to find: impossible travel only.
-        amount_outlier_rate=0.0,
-        card_testing_per_hour=0.0,
-        account_takeover_per_hour=0.0,
-        fraud_rings=0,
-        pattern_repeats_per_hour=0.0,
     )
     sim = Simulator(params, kafka_conf)
     sent = produce(sim.records(), kafka_conf.kafka.bootstrap_servers)

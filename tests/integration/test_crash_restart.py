@@ -13,6 +13,7 @@ import pyspark.sql.functions as F
 import pytest
 
 from tests.conftest import REPO, TEST_TOKEN_KEY
+from tests.integration.kafka_helpers import travel_only_params
 from tests.leaks import leaked_key_material
 from txwatch.evaluation import card_number_hits
 from txwatch.infra import tables
@@ -84,7 +85,7 @@ def delta_versions(table: Path) -> int:
 def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, kafka_conf, tmp_path):
     conf = kafka_conf
     ensure_topics(conf)
-    params = SimulationParams(
+    params = travel_only_params(
         seed=11,
         users=40,
         duration_min=40,
@@ -92,16 +93,6 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, kaf
         tx_per_hour=6,
         impossible_travel_rate=0.1,
         malformed_rate=0.01,
-        out_of_order_rate=0.0,
-        late_rate=0.0,
-        no_location_rate=0.0,
-        # Payments from new devices (card testing, takeovers, rings, repeats of known
-        # fraud) have no fixes to find.
-        amount_outlier_rate=0.0,
-        card_testing_per_hour=0.0,
-        account_takeover_per_hour=0.0,
-        fraud_rings=0,
-        pattern_repeats_per_hour=0.0,
     )
     sim = Simulator(params, conf)
     sent = produce(sim.records(), conf.kafka.bootstrap_servers)

@@ -13,14 +13,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pyspark.sql.functions as F
 import pytest
 
-from tests.integration.kafka_helpers import produce
+from tests.integration.kafka_helpers import produce, series_with_spike
 from txwatch import nab
 from txwatch.infra import tables
 from txwatch.infra.kafka_admin import ensure_topics
@@ -145,16 +144,7 @@ def test_transaction_series_have_a_row_per_minute_with_real_zeros_and_an_outage_
 
 def metric_points() -> list[dict]:
     """A noisy daily-ish series with a spike, every 5 minutes for 3 days."""
-    points = []
-    for i in range(3 * 288):
-        at = START - timedelta(days=3) + timedelta(minutes=5 * i)
-        value = 50 + 20 * math.sin(2 * math.pi * i / 288) + (i * 7919 % 13) - 6
-        if i == 700:
-            value += 400
-        points.append(
-            {"series": "svc.latency_ms", "event_time": at.isoformat(), "value": round(value, 2)}
-        )
-    return points
+    return series_with_spike(START - timedelta(days=3), 3 * 288, spike_at=700)
 
 
 def _scores(spark, conf) -> list[tuple]:

@@ -4,8 +4,6 @@ here independently, in plain Python over the collected tables."""
 from __future__ import annotations
 
 import dataclasses
-import math
-import uuid
 from collections import Counter, defaultdict
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -13,9 +11,9 @@ from decimal import ROUND_HALF_UP, Decimal
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, with_own_topics
 from tests.integration.kafka_helpers import produce as produce_values
-from tests.integration.kafka_helpers import run_pipeline
+from tests.integration.kafka_helpers import run_pipeline, series_with_spike
 from txwatch.infra import tables
 from txwatch.infra.kafka_admin import ensure_topics
 from txwatch.lake import read_table, register_views, split_statements
@@ -37,36 +35,13 @@ def saved_query(spark, name: str, **variables: object) -> list:
     return spark.sql(last).collect()
 
 
-def spike_series(start) -> list[dict]:
-    """Two days of a daily-ish series every 5 minutes, with one spike near the end."""
-    points = []
-    for i in range(2 * 288):
-        value = 50 + 20 * math.sin(2 * math.pi * i / 288) + (i * 7919 % 13) - 6
-        if i == 2 * 288 - 20:
-            value += 400
-        at = start - timedelta(days=2) + timedelta(minutes=5 * i)
-        points.append({"series": "svc.latency_ms", "event_time": at.isoformat(), "value": value})
-    return points
-
-
 @pytest.fixture(scope="module")
 def lake(spark, kafka_bootstrap, base_conf, tmp_path_factory):
     """One stream run over simulated payments (impossible travel among them) and a metric
     series with a spike; the tables registered as views, as the sql job does."""
-    suffix = uuid.uuid4().hex[:8]
-    topics = dataclasses.replace(
-        base_conf.kafka.topics,
-        **{
-            field: f"{getattr(base_conf.kafka.topics, field)}-{suffix}"
-            for field in ("transactions", "device_locations", "potential_fraud", "metrics")
-        },
-        enrichment_candidates=f"candidates-{suffix}",
-    )
-    kafka = dataclasses.replace(
-        base_conf.kafka, bootstrap_servers=kafka_bootstrap, topics=topics, partitions=2
-    )
     conf = dataclasses.replace(
-        base_conf, kafka=kafka, lake_root=str(tmp_path_factory.mktemp("saved") / "lake")
+        with_own_topics(base_conf, kafka_bootstrap),
+        lake_root=str(tmp_path_factory.mktemp("saved") / "lake"),
     )
     ensure_topics(conf)
     params = SimulationParams(
@@ -75,7 +50,10 @@ def lake(spark, kafka_bootstrap, base_conf, tmp_path_factory):
     )  # fmt: skip
     sim = Simulator(params, conf)
     produce(sim.records(), kafka_bootstrap)
-    produce_values(conf, topics.metrics, spike_series(params.start + timedelta(minutes=60)))
+    # Two days of a series up to the end of the payments, a spike 20 points before its end.
+    first = params.start + timedelta(minutes=60) - timedelta(days=2)
+    series = series_with_spike(first, 2 * 288, spike_at=2 * 288 - 20)
+    produce_values(conf, conf.kafka.topics.metrics, series)
     run_pipeline(spark, conf)
     register_views(spark, conf)
     return conf

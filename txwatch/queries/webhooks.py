@@ -169,6 +169,7 @@ class Deliverer:
             size = hooks.max_alerts_per_message
             delivered: set[str] = set()
             error = None
+            failed = False  # a POST failed (not merely the rate limit)
             for i in range(0, len(queue), size):
                 chunk = queue[i : i + size]
                 if not self._limiter.allowed(target):
@@ -184,6 +185,7 @@ class Deliverer:
                 )
                 if not result.delivered:
                     error = f"not delivered after {result.attempts} attempts: {result.error}"
+                    failed = True
                     break
                 delivered.update(a["alert_id"] for a in chunk)
             fresh_ids = {a["alert_id"] for a in fresh}
@@ -193,16 +195,20 @@ class Deliverer:
                 elif alert["alert_id"] in fresh_ids:
                     records.append(self._record(target, alert, PENDING, now, error, batch_id))
             waiting[target] = [a for a in queue if a["alert_id"] not in delivered]
-            self._report(target, error, len(waiting[target]))
+            self._report(target, error if failed else None, delivered)
         return records
 
-    def _report(self, target: str, error: str | None, waiting: int) -> None:
-        """One line when a target starts failing and one when it is back, not one per batch."""
-        if error is not None and waiting:
+    def _report(self, target: str, failure: str | None, delivered: set[str]) -> None:
+        """One line when a target starts failing and one when it is back, not one per batch.
+
+        A target held back by its rate limit is not failing: it keeps its full attempts.
+        """
+        if failure is not None:
             if target not in self._down:
-                print(f"[{NAME}] {target}: {error}; {waiting} alerts wait", flush=True)
-            self._down[target] = error
-        elif target in self._down:
+                waiting = len(self._waiting.get(target, [])) if self._waiting else 0
+                print(f"[{NAME}] {target}: {failure}; {waiting} alerts wait", flush=True)
+            self._down[target] = failure
+        elif delivered and target in self._down:
             del self._down[target]
             print(f"[{NAME}] {target}: delivering again", flush=True)
 
