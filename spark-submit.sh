@@ -5,7 +5,8 @@
 #   ./spark-submit.sh --master spark://host:7077 stream --conf conf/cluster.yaml
 #   ./spark-submit.sh stream --available-now --master spark://127.0.0.1:7077
 #
-# Jobs: stream, simulate, replay, train, similarity, anonymize, evaluate, sql, maintain.
+# Jobs: stream, simulate, replay, train, similarity, anonymize, evaluate, sql, thriftserver,
+# maintain.
 # `./spark-submit.sh <job> --help` lists a job's arguments.
 #
 # Options, before or after the job name (everything else goes to the job):
@@ -37,10 +38,10 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-JOBS=(stream simulate replay train similarity anonymize evaluate sql maintain)
+JOBS=(stream simulate replay train similarity anonymize evaluate sql thriftserver maintain)
 
 usage() {
-  sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,37p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit "${1:-2}"
 }
 
@@ -110,6 +111,17 @@ case "$DEPLOY_MODE" in
   *) echo "spark-submit.sh: --deploy-mode must be client or cluster, not '$DEPLOY_MODE'" >&2; exit 2 ;;
 esac
 set -- ${JOB_ARGS[@]+"${JOB_ARGS[@]}"}
+
+# sql on this machine answers in about a second through a running Thrift server: it starts
+# as plain Python (no spark-submit JVM first) and starts Spark itself only when no server
+# answers (txwatch.infra.session adds the jars then).
+if [[ "$JOB" == sql && "$MASTER" == local* && "$DEPLOY_MODE" == client && ${#SIZE_OPTS[@]} -eq 0 \
+      && ${#SPARK_CONFS[@]} -eq 0 && -z "$EXTRA_FILES" && -z "${SPARK_SUBMIT_OPTS_EXTRA:-}" \
+      && -x "$ROOT/.venv/bin/python" ]]; then
+  export SPARK_MASTER="$MASTER"
+  export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+  exec "$ROOT/.venv/bin/python" -m jobs.sql "$@"
+fi
 
 if [[ -n "${SPARK_SUBMIT:-}" ]]; then
   SUBMIT="$SPARK_SUBMIT"
@@ -194,6 +206,11 @@ if [[ "$DEPLOY_MODE" == cluster ]]; then
       ${TXWATCH_KAFKA_BOOTSTRAP:+TXWATCH_KAFKA_BOOTSTRAP=$TXWATCH_KAFKA_BOOTSTRAP}; do
     DRIVER_ENV+=(--conf "spark.yarn.appMasterEnv.$var" --conf "spark.kubernetes.driverEnv.$var")
   done
+fi
+if [[ "$JOB" == thriftserver ]]; then
+  # The Thrift server plans its clients' queries on threads of its own, which do not see
+  # what --jars adds (Delta's classes: NoClassDefFoundError): the driver's own class path does.
+  SPARK_CONFS+=(--driver-class-path "$(IFS=:; echo "${JARS[*]}")")
 fi
 if [[ "$MASTER" == local* ]]; then
   export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"

@@ -106,3 +106,20 @@ def with_own_topics(conf: Conf, kafka_bootstrap: str) -> Conf:
         conf.kafka, bootstrap_servers=kafka_bootstrap, topics=topics, partitions=2
     )
     return dataclasses.replace(conf, kafka=kafka)
+
+
+@pytest.fixture(scope="session")
+def model_lake(
+    spark: SparkSession,
+    base_conf: Conf,
+    kafka_bootstrap: str,
+    tmp_path_factory: pytest.TempPathFactory,
+):  # -> tests.integration.model_lake.ModelLake
+    """A lake with every table the stream, train and similarity write, built once."""
+    from tests.integration import model_lake
+
+    conf = dataclasses.replace(
+        with_own_topics(base_conf, kafka_bootstrap),
+        lake_root=str(tmp_path_factory.mktemp("model-lake") / "lake"),
+    )
+    return model_lake.build(spark, conf)

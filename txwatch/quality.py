@@ -27,6 +27,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
@@ -35,6 +36,11 @@ from txwatch.evaluation import metric_incident_results
 from txwatch.infra import tables
 from txwatch.infra.config import Conf
 from txwatch.lake import read_pseudonymized, table_exists
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from txwatch.model_scorer import LoadedModel
 from txwatch.simulator import (
     KNOWN_FRAUD_SCENARIO,
     METRIC_SCENARIOS,
@@ -237,29 +243,15 @@ def model_scores(
     """PR-AUC of the newest model's raw score on the labelled payments, and its figure."""
     from pyspark.ml.evaluation import BinaryClassificationEvaluator
 
-    from txwatch import model, registry
+    from txwatch import registry
     from txwatch.model_scorer import load
-    from udfs.model_features import as_seen
-    from udfs.velocity import with_velocity
 
     found = registry.newest(conf)
     if found is None:
         return None
     loaded = load(spark, found)
     try:
-        labelled = truth_df.filter(
-            F.col("scenario").isin(*MODEL_SCENARIOS, *ORDINARY_SCENARIOS)
-        ).select("transaction_id", "scenario")
-        payments = with_velocity(bronze_df).join(labelled, "transaction_id")
-        scored = (
-            model.score(loaded.pipeline, as_seen(payments, loaded.profiles_df))
-            .select(
-                "scenario",
-                "outlier_score",
-                F.col("scenario").isin(*MODEL_SCENARIOS).cast("double").alias("label"),
-            )
-            .persist()
-        )
+        scored = labelled_scores(loaded, truth_df, bronze_df).persist()
         positives = scored.filter(F.col("label") == 1.0).count()
         pr_auc = (
             BinaryClassificationEvaluator(
@@ -275,15 +267,27 @@ def model_scores(
         loaded.release()
 
 
-def score_figure(conf: Conf, scored_df: DataFrame, threshold: float, version: int) -> str | None:
-    """A histogram of the model's scores, ordinary payments against each scenario, with the
-    threshold; saved beside the ``evaluation`` table. None on a lake that is not local."""
-    if "://" in conf.lake_root and not conf.lake_root.startswith("file://"):
-        return None
-    import matplotlib
+def labelled_scores(loaded: LoadedModel, truth_df: DataFrame, bronze_df: DataFrame) -> DataFrame:
+    """The model's raw score of every labelled payment: scenario, outlier_score, label (1.0
+    for the model's scenarios, 0.0 for ordinary payments)."""
+    from txwatch import model
+    from udfs.model_features import as_seen
+    from udfs.velocity import with_velocity
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    labelled = truth_df.filter(
+        F.col("scenario").isin(*MODEL_SCENARIOS, *ORDINARY_SCENARIOS)
+    ).select("transaction_id", "scenario")
+    payments = with_velocity(bronze_df).join(labelled, "transaction_id")
+    return model.score(loaded.pipeline, as_seen(payments, loaded.profiles_df)).select(
+        "scenario",
+        "outlier_score",
+        F.col("scenario").isin(*MODEL_SCENARIOS).cast("double").alias("label"),
+    )
+
+
+def plot_scores(ax: Axes, scored_df: DataFrame, threshold: float, title: str) -> None:
+    """A histogram of the model's scores on ``ax``, ordinary payments against each scenario,
+    with the threshold (log scales: the scores span three orders of magnitude)."""
     import numpy as np
 
     rows = scored_df.select("scenario", "outlier_score").collect()
@@ -291,9 +295,8 @@ def score_figure(conf: Conf, scored_df: DataFrame, threshold: float, version: in
     for r in rows:
         name = r.scenario if r.scenario in MODEL_SCENARIOS else "ordinary payments"
         groups.setdefault(name, []).append(float(r.outlier_score))
-    top = max(max(v) for v in groups.values())
+    top = max((max(v) for v in groups.values()), default=threshold)
     bins = np.logspace(np.log10(0.1), np.log10(max(top, threshold) * 1.1), 60).tolist()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
     for name, values in sorted(groups.items()):
         ax.hist(np.clip(values, 0.1, None), bins=bins, alpha=0.55, label=f"{name} ({len(values)})")
     ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.2f}")
@@ -301,8 +304,24 @@ def score_figure(conf: Conf, scored_df: DataFrame, threshold: float, version: in
     ax.set_yscale("log")
     ax.set_xlabel("outlier score (distance to the nearest cluster, standardized units)")
     ax.set_ylabel("payments")
-    ax.set_title(f"{conf.model.name} v{version}: scores of labelled payments")
+    ax.set_title(title)
     ax.legend(fontsize=8)
+
+
+def score_figure(conf: Conf, scored_df: DataFrame, threshold: float, version: int) -> str | None:
+    """``plot_scores`` saved as a PNG beside the ``evaluation`` table. None on a lake that
+    is not local."""
+    if "://" in conf.lake_root and not conf.lake_root.startswith("file://"):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    plot_scores(
+        ax, scored_df, threshold, f"{conf.model.name} v{version}: scores of labelled payments"
+    )
     folder = Path(conf.lake_root.removeprefix("file://")) / "evaluation_figures"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"model_scores_v{version}.png"

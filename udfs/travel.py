@@ -216,5 +216,9 @@ def impossible_travel_alerts(metrics_df: DataFrame, rule: ImpossibleTravelRule) 
             "gap_s": F.col("gap_s"),
             "implied_speed_mps": F.col("implied_speed_mps"),
             "location_accuracy_m": F.col("location_accuracy_m"),
+            # Where the phone was: the other end of the trip (the alert's latitude and
+            # longitude are the payment's).
+            "location_latitude": F.col("location_latitude"),
+            "location_longitude": F.col("location_longitude"),
         },
     )

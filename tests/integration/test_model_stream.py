@@ -4,17 +4,13 @@ the stream (model outliers, repeats of known fraud), then the period's ring foun
 
 from __future__ import annotations
 
-import itertools
-
 import pyspark.sql.functions as F
 import pytest
 
 from tests.conftest import TEST_TOKEN_KEY
-from tests.integration.kafka_helpers import run_pipeline
 from txwatch import quality
 from txwatch.evaluation import pattern_hits
 from txwatch.infra import tables
-from txwatch.infra.kafka_admin import ensure_topics
 from txwatch.lake import read_table, table_exists
 from txwatch.similarity import find_rings
 from txwatch.simulator import (
@@ -22,57 +18,21 @@ from txwatch.simulator import (
     MODEL_SCENARIOS,
     PATTERN_REPEAT_SCENARIO,
     RING_SCENARIO,
-    SimulationParams,
-    Simulator,
-    produce,
-    write_ground_truth,
 )
-from txwatch.training import train
 from udfs.privacy import id_token_py
 
 pytestmark = pytest.mark.kafka
 
 
-def test_model_trained_on_history_scores_the_next_period_in_the_stream(spark, kafka_conf):
-    conf = kafka_conf
-    ensure_topics(conf)
-    params = SimulationParams(
-        seed=21,
-        users=200,
-        duration_min=40,
-        history_min=240,
-        ping_interval_s=60,
-        tx_per_hour=5,
-        amount_outlier_rate=0.03,
-        card_testing_per_hour=6,
-        account_takeover_per_hour=10,
-        known_frauds=2,
-        pattern_repeats_per_hour=16,
-        fraud_rings=1,
-    )
-    sim = Simulator(params, conf)
-    records = sim.records()
-    produce(itertools.takewhile(lambda item: item[0] < 0, records), conf.kafka.bootstrap_servers)
-
-    # No model yet: the scoring query passes payments unscored, and nothing fails.
-    run_pipeline(spark, conf)
-    alerts = read_table(spark, conf, tables.ALERTS)
-    assert alerts.filter(F.col("alert_type") == "model_outlier").count() == 0
-
-    result = train(spark, conf, None, params.start)
-    assert result.version == 1
-    assert 0.003 <= result.flagged_share <= 0.007  # the 99.5 % quantile
-
-    # The history's labelled fraud becomes known patterns; no ring in the history.
-    write_ground_truth(conf, [t for t in sim.truth if t.event_time < params.start])
-    history_rings = find_rings(spark, conf, until=params.start)
-    assert history_rings.rings == []
-    patterns = read_table(spark, conf, tables.FRAUD_PATTERNS)
-    assert patterns.filter(F.col("source").startswith("label known_fraud")).count() == 2
-
-    produce((item for item in records if item[0] >= 0), conf.kafka.bootstrap_servers)
-    write_ground_truth(conf, [t for t in sim.truth if t.event_time >= params.start])
-    run_pipeline(spark, conf)
+def test_model_trained_on_history_scores_the_next_period_in_the_stream(spark, model_lake):
+    conf, sim = model_lake.conf, model_lake.sim
+    # No model yet: the scoring query passed payments unscored, and nothing failed.
+    assert model_lake.outliers_before_any_model == 0
+    assert model_lake.trained.version == 1
+    assert 0.003 <= model_lake.trained.flagged_share <= 0.007  # the 99.5 % quantile
+    # The history's labelled fraud became known patterns; no ring in the history.
+    assert model_lake.history_rings.rings == []
+    assert model_lake.known_fraud_patterns_from_history == 2
 
     alerts = read_table(spark, conf, tables.ALERTS)
     assert alerts.select("alert_id").distinct().count() == alerts.count()
@@ -104,7 +64,7 @@ def test_model_trained_on_history_scores_the_next_period_in_the_stream(spark, ka
     match = alerts.filter(F.col("alert_type") == "similar_to_fraud").first()
     assert "known fraud pattern" in match.reason and "label known_fraud" in match.reason
 
-    found = find_rings(spark, conf)
+    found = model_lake.rings
     # Tables outside bronze name accounts by their tokens only.
     ring_accounts = {
         id_token_py(t.user_id, "user_id", TEST_TOKEN_KEY)

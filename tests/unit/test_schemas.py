@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pyspark.sql.types as T
+from delta.tables import DeltaTable
 
 from tests.conftest import TEST_KEY_VARIABLE
-from txwatch.infra import tables
+from txwatch.infra import columns, tables
 from txwatch.queries import ingest, travel
 from udfs import schemas
 from udfs.records import RAW_KAFKA_SCHEMA
@@ -50,3 +51,46 @@ def test_tables_are_created_from_the_declared_schemas_and_gain_new_columns(spark
     tables.ensure_tables(spark, conf)
     df = spark.read.format("delta").load(path)
     assert shape(df.schema) == shape(schemas.PIPELINE_PROGRESS)
+
+
+def comments(spark, path: str) -> dict[str, str | None]:
+    schema = spark.read.format("delta").load(path).schema
+    return {f.name: f.metadata.get("comment") for f in schema.fields}
+
+
+def test_tables_carry_their_description_column_comments_and_writer(spark, conf):
+    tables.ensure_table(spark, conf, tables.ALERTS)
+    path = conf.table_path(tables.ALERTS)
+    assert comments(spark, path) == {
+        f.name: columns.comment(tables.ALERTS, f.name) for f in schemas.ALERTS.fields
+    }
+    detail = DeltaTable.forPath(spark, path).detail().first()
+    assert detail.description == tables.TABLES[tables.ALERTS].description
+    assert detail.properties["txwatch.written_by"].startswith("stream: query alerts")
+    # Only the table updated in place has deletion vectors (delta-rs cannot read them).
+    assert "delta.enableDeletionVectors" not in detail.properties
+    tables.ensure_table(spark, conf, tables.TRANSACTIONS_ENRICHED)
+    enriched = DeltaTable.forPath(spark, conf.table_path(tables.TRANSACTIONS_ENRICHED))
+    assert enriched.detail().first().properties["delta.enableDeletionVectors"] == "true"
+
+    # A table made before comments existed gets them, its rows untouched.
+    old_path = conf.table_path(tables.EVALUATION)
+    spark.createDataFrame([], schemas.EVALUATION).write.format("delta").save(old_path)
+    assert set(comments(spark, old_path).values()) == {None}
+    tables.ensure_table(spark, conf, tables.EVALUATION)
+    assert comments(spark, old_path)["recall"] == "detected / labelled"
+    assert None not in comments(spark, old_path).values()
+    assert DeltaTable.forPath(spark, old_path).detail().first().description == (
+        tables.TABLES[tables.EVALUATION].description
+    )
+
+
+def test_every_column_of_every_table_is_described():
+    described = {
+        (name, f.name): columns.comment(name, f.name)
+        for name, spec in tables.TABLES.items()
+        for f in spec.schema.fields
+    }
+    assert all(text.strip() for text in described.values())
+    # No override for a column a table does not have (a typo would go unnoticed).
+    assert set(columns.BY_TABLE) <= set(described)

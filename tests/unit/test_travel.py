@@ -93,6 +93,9 @@ def test_far_payment_within_minutes_is_flagged_with_evidence(spark, conf):
     # Spark's and Python's trigonometry may differ in the last bits: compare, not equate.
     assert alert.evidence["implied_speed_mps"] == pytest.approx(expected_speed, rel=1e-9)
     assert alert.evidence["gap_s"] == 30.0
+    # Both ends of the trip: the payment (the alert's position) and the phone's fix.
+    assert (alert.latitude, alert.longitude) == lyon
+    assert (alert.evidence["location_latitude"], alert.evidence["location_longitude"]) == paris
     assert alert.severity == "high"
     assert alert.score == pytest.approx(round(expected_speed / 250.0, 3), abs=1e-3)
     assert "391.5 km" in alert.reason and "30 s after" in alert.reason and "250 m/s" in alert.reason

@@ -210,6 +210,20 @@ class WebhooksConf:
 
 
 @dataclass(frozen=True)
+class CatalogConf:
+    """The SQL catalog every table is registered in (``txwatch.catalog``)."""
+
+    database: str
+    metastore_uri: str
+    thrift_host: str
+    thrift_port: int
+
+    def metastore_dir(self, lake_root: str) -> str | None:
+        """Where the embedded metastore lives: ``<lake_root>/_catalog`` (None: a remote one)."""
+        return None if self.metastore_uri else f"{lake_root.rstrip('/')}/_catalog"
+
+
+@dataclass(frozen=True)
 class SparkConf:
     app_name: str
     shuffle_partitions: int
@@ -231,6 +245,7 @@ class Conf:
     privacy: PrivacyConf
     spark: SparkConf
     webhooks: WebhooksConf
+    catalog: CatalogConf
     source: str = ""
 
     def table_path(self, table: str) -> str:
@@ -433,6 +448,7 @@ _NESTED: dict[tuple[type, str], type] = {
     (Conf, "privacy"): PrivacyConf,
     (Conf, "spark"): SparkConf,
     (Conf, "webhooks"): WebhooksConf,
+    (Conf, "catalog"): CatalogConf,
 }
 
 
@@ -459,6 +475,11 @@ def load_conf(path: str | os.PathLike[str] = DEFAULT_CONF) -> Conf:
         raise ConfigError(
             f"stream.join_state_format must be one of {', '.join(map(str, JOIN_STATE_FORMATS))}, "
             f"not {conf.stream.join_state_format}"
+        )
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", conf.catalog.database):
+        raise ConfigError(
+            f"catalog.database must be a plain SQL name (letters, digits, _), not "
+            f"{conf.catalog.database!r}"
         )
     hooks = conf.webhooks
     if hooks.min_severity not in SEVERITIES:

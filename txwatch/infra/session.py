@@ -32,19 +32,30 @@ def local_jars() -> list[str]:
     return [*found, str(UDFS_JAR)] if found and UDFS_JAR.is_file() else []
 
 
-def _set_driver_memory(conf: Conf) -> None:
-    """Give a driver started from plain Python the heap ``spark.driver.memory`` asks for.
+def _set_driver_options(conf: Conf, master: str) -> None:
+    """Give a driver started from plain Python what ``spark-submit.sh`` gives its drivers:
+    the heap ``spark.driver.memory`` asks for, the log settings of ``conf/log4j2.properties``
+    (``TXWATCH_LOG4J``: another file) and, on a local master, the loopback address.
 
     The driver's JVM is already running when the session builder applies its settings, so
     ``spark.driver.memory`` there is ignored; PySpark starts the JVM with the options in
-    ``PYSPARK_SUBMIT_ARGS``, so it goes there (``spark-submit.sh`` passes --driver-memory).
+    ``PYSPARK_SUBMIT_ARGS``, so they go there.
     """
-    memory = conf.spark.options.get("spark.driver.memory")
-    if not memory or SparkContext._active_spark_context is not None:
+    if SparkContext._active_spark_context is not None:
         return
+    if master.startswith("local"):
+        # Not the host name's address, which Spark warns about when it resolves to loopback.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     existing = os.environ.get("PYSPARK_SUBMIT_ARGS", "pyspark-shell")
-    if "--driver-memory" not in existing:
-        os.environ["PYSPARK_SUBMIT_ARGS"] = f"--driver-memory {memory} {existing}"
+    options = []
+    memory = conf.spark.options.get("spark.driver.memory")
+    if memory and "--driver-memory" not in existing:
+        options.append(f"--driver-memory {memory}")
+    log4j = os.environ.get("TXWATCH_LOG4J", str(REPO_ROOT / "conf" / "log4j2.properties"))
+    if "--driver-java-options" not in existing and Path(log4j).is_file():
+        options.append(f"--driver-java-options -Dlog4j2.configurationFile=file:{log4j}")
+    if options:
+        os.environ["PYSPARK_SUBMIT_ARGS"] = " ".join([*options, existing])
 
 
 def _with_token_key_for_executors(
@@ -64,8 +75,37 @@ def _with_token_key_for_executors(
     return builder.config(f"spark.executorEnv.{variable}", key)
 
 
-def create_session(conf: Conf, app_suffix: str, master: str | None = None) -> SparkSession:
-    """Build (or reuse) the session for one job, named ``<app_name>-<app_suffix>``."""
+def _with_catalog(builder: SparkSession.Builder, conf: Conf) -> SparkSession.Builder:
+    """Spark's Hive metastore as the session catalog (``conf.catalog``, ``txwatch.catalog``).
+
+    Embedded (no ``metastore_uri``): a Derby database in ``<lake_root>/_catalog``, the
+    warehouse beside it. (Not ``spark.sql.catalog.spark_catalog.defaultDatabase``: Spark
+    refuses to start a session whose default database does not exist yet.)
+    """
+    builder = (
+        builder.enableHiveSupport()
+        # Where `./spark-submit.sh thriftserver` listens: read from the Hadoop configuration
+        # when the server starts, so it must be there from the session's start.
+        .config("spark.hadoop.hive.server2.thrift.bind.host", conf.catalog.thrift_host)
+        .config("spark.hadoop.hive.server2.thrift.port", str(conf.catalog.thrift_port))
+    )
+    metastore_dir = conf.catalog.metastore_dir(conf.lake_root)
+    if metastore_dir is None:
+        return builder.config("spark.hadoop.hive.metastore.uris", conf.catalog.metastore_uri)
+    return builder.config(
+        "spark.hadoop.javax.jdo.option.ConnectionURL",
+        f"jdbc:derby:;databaseName={metastore_dir}/metastore_db;create=true",
+    ).config("spark.sql.warehouse.dir", f"{metastore_dir}/warehouse")
+
+
+def create_session(
+    conf: Conf, app_suffix: str, master: str | None = None, catalog: bool = False
+) -> SparkSession:
+    """Build (or reuse) the session for one job, named ``<app_name>-<app_suffix>``.
+
+    ``catalog``: with the Hive metastore of ``conf.catalog`` (open it with
+    ``txwatch.catalog.open_catalog``, which also registers the tables).
+    """
     builder = (
         SparkSession.builder.appName(f"{conf.spark.app_name}-{app_suffix}")
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
@@ -109,7 +149,8 @@ def create_session(conf: Conf, app_suffix: str, master: str | None = None) -> Sp
     if master:
         builder = builder.master(master)
     if not os.environ.get("TXWATCH_SUBMITTED"):
-        _set_driver_memory(conf)
+        master = master or os.environ.get("SPARK_MASTER", "local[*]")
+        _set_driver_options(conf, master)
         jars = local_jars()
         if not jars:
             raise UserError(
@@ -122,13 +163,15 @@ def create_session(conf: Conf, app_suffix: str, master: str | None = None) -> Sp
         # The environment, not a session setting: the JVM starts below and passes it on to
         # every Python process it launches (the driver-side transformWithState worker too).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        builder = builder.master(master or os.environ.get("SPARK_MASTER", "local[*]"))
+        builder = builder.master(master)
     if FAIR_SCHEDULER_FILE.is_file() and not os.environ.get("TXWATCH_SUBMITTED"):
         # Under spark-submit.sh the code runs from a zip; the script passes the file.
         builder = builder.config("spark.scheduler.allocation.file", str(FAIR_SCHEDULER_FILE))
     for key, value in conf.spark.options.items():
         builder = builder.config(key, value)
     builder = _with_token_key_for_executors(builder, conf)
+    if catalog:
+        builder = _with_catalog(builder, conf)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("TXWATCH_SPARK_LOG_LEVEL", "WARN"))
     register_functions(spark)

@@ -1,0 +1,173 @@
+"""The SQL catalog: every Delta table under ``lake_root`` registered by name.
+
+Analysts, the sql job, the Thrift server and the notebooks query ``alerts``, not a path.
+The tables are registered in Spark's Hive metastore (``conf.catalog``): an embedded Derby
+database in ``<lake_root>/_catalog`` on a laptop, a cluster's shared metastore otherwise.
+A registration is a name and a location; the schema with its column comments, the
+description and the table properties live in the Delta log, where ``txwatch.infra.tables``
+wrote them, so other engines reading the lake see them too.
+
+The stream never opens the catalog: it writes by path, and Derby lets one process open
+the embedded metastore at a time (the Thrift server, a sql run or a notebook). Whoever
+opens it registers what is missing (``register_tables``): a table created after the
+last registration appears at the next one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from delta.tables import DeltaTable
+from pyspark.sql import SparkSession
+from pyspark.sql.utils import AnalysisException
+
+from txwatch.infra import tables
+from txwatch.infra.config import Conf
+from txwatch.infra.errors import UserError
+from txwatch.infra.session import create_session
+from txwatch.infra.tables import sql_quote
+
+# What the catalog logs that nobody can act on, quieted. Warnings on every start: a Delta
+# table has no Hive SerDe (Hive itself cannot read it: Spark can), Hive settings Spark does
+# not use, a new metastore's "version information not found". And the Thrift server's
+# stack trace of a client's failing statement: the client gets the message.
+QUIET_LOGGERS = {
+    "org.apache.spark.sql.hive.HiveExternalCatalog": "ERROR",
+    "org.apache.hadoop.hive.metastore.ObjectStore": "ERROR",
+    "org.apache.hadoop.hive.conf.HiveConf": "ERROR",
+    "org.apache.hadoop.hive.ql.session.SessionState": "ERROR",
+    "org.apache.spark.sql.execution.datasources.v2.CreateNamespaceExec": "ERROR",
+    "org.apache.spark.scheduler.DAGScheduler": "ERROR",
+    "org.apache.hive.service.cli.thrift.ThriftCLIService": "OFF",
+    "org.apache.spark.sql.hive.thriftserver.SparkExecuteStatementOperation": "OFF",
+}
+
+# The database property naming the lake its tables were registered from: a lake that
+# moved (its locations are absolute) is registered again.
+LAKE_ROOT_PROPERTY = "txwatch.lake_root"
+
+
+class CatalogInUseError(UserError):
+    """The embedded metastore is open in another process (Derby allows one)."""
+
+
+def open_catalog(conf: Conf, app_suffix: str) -> SparkSession:
+    """A session on the catalog, every existing table registered, ``catalog.database`` current.
+
+    Raises ``CatalogInUseError`` when another process holds the embedded metastore.
+    """
+    if not conf.catalog.metastore_uri and "://" in conf.lake_root:
+        raise UserError(
+            "catalog.metastore_uri is empty, which means an embedded metastore in "
+            f"lake_root/_catalog, and that needs a local lake_root (not {conf.lake_root}): "
+            "give the thrift:// URI of the cluster's Hive metastore"
+        )
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        if active.conf.get("spark.sql.catalogImplementation") != "hive":
+            raise UserError(
+                "this process already runs a Spark session without the catalog; the catalog "
+                "needs a session of its own (a new process)"
+            )
+    elif (metastore := conf.catalog.metastore_dir(conf.lake_root)) is not None:
+        _check_not_in_use(metastore)
+    spark = create_session(conf, app_suffix, catalog=True)
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    metastore_dir = conf.catalog.metastore_dir(conf.lake_root)
+    if metastore_dir is not None:
+        # Derby writes its log where the JVM started unless told otherwise (and to the
+        # console when the file's folder is missing); read at the first connection, which
+        # is still to come.
+        os.makedirs(metastore_dir, exist_ok=True)
+        jvm.java.lang.System.setProperty("derby.stream.error.file", f"{metastore_dir}/derby.log")
+    for logger, level in QUIET_LOGGERS.items():
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+            logger, jvm.org.apache.logging.log4j.Level.getLevel(level)
+        )
+    try:
+        register_tables(spark, conf)
+    except AnalysisException as err:
+        if "metastore" not in str(err).lower() and "derby" not in str(err).lower():
+            raise
+        raise UserError(_metastore_problem(conf, err)) from None
+    return spark
+
+
+def _check_not_in_use(metastore_dir: str) -> None:
+    """Fail fast when another process has the embedded metastore open: Derby would retry
+    for 20 s and print a stack trace each time. Derby holds an exclusive lock on
+    ``dbex.lck`` while it has the database open (a POSIX lock, so testable from here)."""
+    lock_file = Path(metastore_dir) / "metastore_db" / "dbex.lck"
+    if not lock_file.is_file():
+        return
+    with lock_file.open("r+b") as lock:
+        try:
+            fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise CatalogInUseError(
+                f"the catalog in {metastore_dir} is open in another Spark process (its "
+                "embedded metastore allows one at a time), most likely "
+                "`./spark-submit.sh thriftserver`: `./spark-submit.sh sql` sends its queries "
+                "there, or stop that process"
+            ) from None
+        fcntl.lockf(lock, fcntl.LOCK_UN)
+
+
+def _metastore_problem(conf: Conf, err: Exception) -> str:
+    where = conf.catalog.metastore_uri or conf.catalog.metastore_dir(conf.lake_root)
+    return f"the catalog's metastore ({where}) cannot be opened: {str(err).splitlines()[0]}"
+
+
+def register_tables(spark: SparkSession, conf: Conf) -> list[str]:
+    """Register every Delta table under ``lake_root`` that the catalog lacks; drop the
+    registrations of tables whose folder is gone. Returns the tables registered now."""
+    database = conf.catalog.database
+    if not spark.catalog.databaseExists(database):
+        # (IF NOT EXISTS would still make the metastore log an error with a stack trace.)
+        spark.sql(
+            f"CREATE DATABASE {database} COMMENT 'txwatch: the Delta tables of one lake' "
+            f"WITH DBPROPERTIES ('{LAKE_ROOT_PROPERTY}' = '{sql_quote(conf.lake_root)}')"
+        )
+    registered = set() if _lake_moved(spark, conf) else _registered(spark, database)
+    added = []
+    for name in tables.ALL_TABLES:
+        path = conf.table_path(name)
+        qualified = f"{database}.{name}"
+        if not DeltaTable.isDeltaTable(spark, path):
+            if name in registered:  # the folder was deleted; the data is gone already
+                spark.sql(f"DROP TABLE IF EXISTS {qualified}")
+            continue
+        if name not in registered:
+            # External: dropping the registration never deletes the folder.
+            spark.sql(f"DROP TABLE IF EXISTS {qualified}")
+            spark.sql(f"CREATE TABLE {qualified} USING DELTA LOCATION '{sql_quote(path)}'")
+            added.append(name)
+    spark.catalog.setCurrentDatabase(database)
+    return added
+
+
+def table_names(spark: SparkSession, conf: Conf) -> list[str]:
+    """The tables registered in ``catalog.database``, sorted."""
+    return sorted(_registered(spark, conf.catalog.database))
+
+
+def _registered(spark: SparkSession, database: str) -> set[str]:
+    return {row.tableName for row in spark.sql(f"SHOW TABLES IN {database}").collect()}
+
+
+def _lake_moved(spark: SparkSession, conf: Conf) -> bool:
+    """Whether the database was registered from another ``lake_root``, and if so, record
+    the new one (its tables are then registered again)."""
+    database = conf.catalog.database
+    rows = spark.sql(f"DESCRIBE DATABASE EXTENDED {database}").collect()
+    properties = next((r[1] for r in rows if r[0] == "Properties"), "") or ""
+    if f"({LAKE_ROOT_PROPERTY},{conf.lake_root})" in properties:
+        return False
+    spark.sql(
+        f"ALTER DATABASE {database} SET DBPROPERTIES "
+        f"('{LAKE_ROOT_PROPERTY}' = '{sql_quote(conf.lake_root)}')"
+    )
+    return True
