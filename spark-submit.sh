@@ -120,6 +120,7 @@ if [[ "$JOB" == sql && "$MASTER" == local* && "$DEPLOY_MODE" == client && ${#SIZ
       && -x "$ROOT/.venv/bin/python" ]]; then
   export SPARK_MASTER="$MASTER"
   export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+  cd "$ROOT"
   exec "$ROOT/.venv/bin/python" -m jobs.sql "$@"
 fi
 
@@ -185,13 +186,22 @@ options = load_conf(sys.argv[1]).spark.options
 for what in ("driver.memory", "driver.cores", "executor.memory", "executor.cores"):
     if options.get(f"spark.{what}"):
         print("--" + what.replace(".", "-"), options[f"spark.{what}"])
+print("token-key-env", load_conf(sys.argv[1]).privacy.token_key_env)
 PY
 }
+TOKEN_KEY_ENV=TXWATCH_TOKEN_KEY
 while read -r flag value; do
-  if [[ -n "$flag" ]] && ! has_size "$flag"; then
+  if [[ "$flag" == token-key-env ]]; then
+    TOKEN_KEY_ENV="$value"
+  elif [[ -n "$flag" ]] && ! has_size "$flag"; then
     SIZE_OPTS+=("$flag" "$value")
   fi
 done <<<"$(conf_sizes || true)"
+if [[ "$JOB" == sql || "$JOB" == thriftserver ]]; then
+  # Reading the catalog needs no token key, and whoever can send SQL could read the driver's
+  # environment (reflect('java.lang.System', 'getenv', ...)): these jobs start without it.
+  unset "$TOKEN_KEY_ENV"
+fi
 
 LOG4J="file:${TXWATCH_LOG4J:-$ROOT/conf/log4j2.properties}"
 SCHEDULER_FILE="file://$ROOT/conf/fairscheduler.xml"

@@ -18,7 +18,7 @@ from pathlib import Path
 from txwatch.infra.config import DEFAULT_CONF, Conf, load_conf
 from txwatch.infra.errors import UserError, run_entry_point
 from txwatch.lake import split_statements
-from txwatch.sql_client import FORMATS, run_in_spark, run_on_server, server_answers, show
+from txwatch.sql_client import FORMATS, connect_server, run_in_spark, run_on_server, show
 
 DEFAULT_TABLE_ROWS = 50
 
@@ -65,11 +65,13 @@ def run(argv: list[str] | None) -> int:
         limit = DEFAULT_TABLE_ROWS
     conf = load_conf(args.conf)
     started = time.monotonic()
-    host, port = conf.catalog.thrift_host, conf.catalog.thrift_port
-    if not args.no_server and server_answers(host, port):
-        via = f"the Thrift server at {host}:{port}"
-        shown = show(run_on_server(conf, statements, limit), args.format, sys.stdout)
+    connection, why_not = (None, None) if args.no_server else connect_server(conf)
+    if connection is not None:
+        via = f"the Thrift server at {conf.catalog.thrift_host}:{conf.catalog.thrift_port}"
+        shown = show(run_on_server(connection, statements, limit), args.format, sys.stdout)
     else:
+        if why_not:
+            print(f"sql: {why_not}; starting Spark here instead", file=sys.stderr, flush=True)
         via = "a Spark session of its own (start ./spark-submit.sh thriftserver for speed)"
         shown = _run_in_own_session(conf, statements, limit, args.format)
     if args.format == "table":

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import ipaddress
 import signal
+import socket
 import sys
 import time
 from types import FrameType
@@ -50,6 +52,16 @@ def run(argv: list[str] | None) -> int:
             conf, catalog=dataclasses.replace(conf.catalog, thrift_port=args.port)
         )
     host, port = conf.catalog.thrift_host, conf.catalog.thrift_port
+    authentication = conf.spark.options.get("spark.hadoop.hive.server2.authentication", "NONE")
+    if not ipaddress.ip_address(socket.gethostbyname(host)).is_loopback and (
+        authentication.upper() == "NONE"
+    ):
+        raise UserError(
+            f"catalog.thrift_host {host} is reachable from other machines, and the server "
+            "would run any SQL they send with no authentication: set "
+            "spark.hadoop.hive.server2.authentication (e.g. LDAP, docs/deploy.md) or listen on "
+            "127.0.0.1"
+        )
     if server_answers(host, port):
         raise UserError(
             f"something already listens on {host}:{port}: another Thrift server? "
@@ -57,6 +69,10 @@ def run(argv: list[str] | None) -> int:
         )
     # SIGTERM (kill, a service manager) stops the server as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
+    # Results go to clients a batch at a time, not collected whole in the driver first: a
+    # SELECT * of a large table is the client's to page through, not the server's to hold.
+    options = {**conf.spark.options, "spark.sql.thriftServer.incrementalCollect": "true"}
+    conf = dataclasses.replace(conf, spark=dataclasses.replace(conf.spark, options=options))
     started = time.monotonic()
     spark = open_catalog(conf, "thriftserver")
     jvm = spark.sparkContext._jvm

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
+import time
 from pathlib import Path
 
-from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql.utils import AnalysisException
 
@@ -28,6 +29,8 @@ from txwatch.infra.config import Conf
 from txwatch.infra.errors import UserError
 from txwatch.infra.session import create_session
 from txwatch.infra.tables import sql_quote
+from txwatch.lake import table_exists
+from txwatch.sql_client import LAKE_ROOT_PROPERTY
 
 # What the catalog logs that nobody can act on, quieted. Warnings on every start: a Delta
 # table has no Hive SerDe (Hive itself cannot read it: Spark can), Hive settings Spark does
@@ -44,9 +47,8 @@ QUIET_LOGGERS = {
     "org.apache.spark.sql.hive.thriftserver.SparkExecuteStatementOperation": "OFF",
 }
 
-# The database property naming the lake its tables were registered from: a lake that
-# moved (its locations are absolute) is registered again.
-LAKE_ROOT_PROPERTY = "txwatch.lake_root"
+# How long to wait for another process to let go of the embedded metastore.
+LOCK_WAIT_S = 5.0
 
 
 class CatalogInUseError(UserError):
@@ -73,6 +75,10 @@ def open_catalog(conf: Conf, app_suffix: str) -> SparkSession:
             )
     elif (metastore := conf.catalog.metastore_dir(conf.lake_root)) is not None:
         _check_not_in_use(metastore)
+    # Nothing read through the catalog needs the token key, and any SQL a session runs can
+    # read its JVM's environment (reflect('java.lang.System', 'getenv', ...)): a session
+    # this process starts does not get it.
+    os.environ.pop(conf.privacy.token_key_env, None)
     spark = create_session(conf, app_suffix, catalog=True)
     jvm = spark.sparkContext._jvm
     assert jvm is not None
@@ -101,19 +107,25 @@ def _check_not_in_use(metastore_dir: str) -> None:
     for 20 s and print a stack trace each time. Derby holds an exclusive lock on
     ``dbex.lck`` while it has the database open (a POSIX lock, so testable from here)."""
     lock_file = Path(metastore_dir) / "metastore_db" / "dbex.lck"
-    if not lock_file.is_file():
-        return
-    with lock_file.open("r+b") as lock:
-        try:
-            fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise CatalogInUseError(
-                f"the catalog in {metastore_dir} is open in another Spark process (its "
-                "embedded metastore allows one at a time), most likely "
-                "`./spark-submit.sh thriftserver`: `./spark-submit.sh sql` sends its queries "
-                "there, or stop that process"
-            ) from None
-        fcntl.lockf(lock, fcntl.LOCK_UN)
+    # A process that just closed its session (a notebook's kernel shut down, a sql run that
+    # ended) may take a moment to let go.
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while lock_file.is_file():
+        with lock_file.open("r+b") as lock:
+            try:
+                fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.25)
+                    continue
+                raise CatalogInUseError(
+                    f"the catalog in {metastore_dir} is open in another Spark process (its "
+                    "embedded metastore allows one at a time): `./spark-submit.sh "
+                    "thriftserver`, whose server `./spark-submit.sh sql` uses, or a notebook's "
+                    "running kernel; stop it or query through the server"
+                ) from None
+            fcntl.lockf(lock, fcntl.LOCK_UN)
+            return
 
 
 def _metastore_problem(conf: Conf, err: Exception) -> str:
@@ -123,28 +135,35 @@ def _metastore_problem(conf: Conf, err: Exception) -> str:
 
 def register_tables(spark: SparkSession, conf: Conf) -> list[str]:
     """Register every Delta table under ``lake_root`` that the catalog lacks; drop the
-    registrations of tables whose folder is gone. Returns the tables registered now."""
+    registrations of tables whose folder is gone. Returns the tables registered now.
+
+    Registrations made from another ``lake_root`` (the lake moved: locations are absolute)
+    are all made again; the database records the lake only once that is done.
+    """
     database = conf.catalog.database
     if not spark.catalog.databaseExists(database):
         # (IF NOT EXISTS would still make the metastore log an error with a stack trace.)
-        spark.sql(
-            f"CREATE DATABASE {database} COMMENT 'txwatch: the Delta tables of one lake' "
-            f"WITH DBPROPERTIES ('{LAKE_ROOT_PROPERTY}' = '{sql_quote(conf.lake_root)}')"
-        )
-    registered = set() if _lake_moved(spark, conf) else _registered(spark, database)
+        spark.sql(f"CREATE DATABASE {database} COMMENT 'txwatch: the Delta tables of one lake'")
+    moved = _registered_lake(spark, database) != conf.lake_root
+    registered = _registered(spark, database)
     added = []
     for name in tables.ALL_TABLES:
-        path = conf.table_path(name)
         qualified = f"{database}.{name}"
-        if not DeltaTable.isDeltaTable(spark, path):
-            if name in registered:  # the folder was deleted; the data is gone already
+        if not table_exists(spark, conf, name):
+            if name in registered:  # the folder was deleted, or is in the old lake
                 spark.sql(f"DROP TABLE IF EXISTS {qualified}")
             continue
-        if name not in registered:
+        if moved or name not in registered:
             # External: dropping the registration never deletes the folder.
             spark.sql(f"DROP TABLE IF EXISTS {qualified}")
-            spark.sql(f"CREATE TABLE {qualified} USING DELTA LOCATION '{sql_quote(path)}'")
+            location = sql_quote(conf.table_path(name))
+            spark.sql(f"CREATE TABLE {qualified} USING DELTA LOCATION '{location}'")
             added.append(name)
+    if moved:
+        spark.sql(
+            f"ALTER DATABASE {database} SET DBPROPERTIES "
+            f"('{LAKE_ROOT_PROPERTY}' = '{sql_quote(conf.lake_root)}')"
+        )
     spark.catalog.setCurrentDatabase(database)
     return added
 
@@ -158,16 +177,9 @@ def _registered(spark: SparkSession, database: str) -> set[str]:
     return {row.tableName for row in spark.sql(f"SHOW TABLES IN {database}").collect()}
 
 
-def _lake_moved(spark: SparkSession, conf: Conf) -> bool:
-    """Whether the database was registered from another ``lake_root``, and if so, record
-    the new one (its tables are then registered again)."""
-    database = conf.catalog.database
+def _registered_lake(spark: SparkSession, database: str) -> str | None:
+    """The ``lake_root`` the database's tables were registered from (None: not recorded)."""
     rows = spark.sql(f"DESCRIBE DATABASE EXTENDED {database}").collect()
     properties = next((r[1] for r in rows if r[0] == "Properties"), "") or ""
-    if f"({LAKE_ROOT_PROPERTY},{conf.lake_root})" in properties:
-        return False
-    spark.sql(
-        f"ALTER DATABASE {database} SET DBPROPERTIES "
-        f"('{LAKE_ROOT_PROPERTY}' = '{sql_quote(conf.lake_root)}')"
-    )
-    return True
+    found = re.search(rf"\({re.escape(LAKE_ROOT_PROPERTY)},(.*?)\)(?:, \(|\)$)", properties)
+    return found.group(1) if found else None

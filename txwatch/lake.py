@@ -40,6 +40,36 @@ def register_views(spark: SparkSession, conf: Conf) -> list[str]:
 
 
 def split_statements(text: str) -> list[str]:
-    """Statements separated by ``;`` (comment lines starting with ``--`` dropped)."""
-    lines = [line for line in text.splitlines() if not line.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    """The statements of a SQL script: split at each ``;`` outside quotes ('', "", ``) and
+    comments (``--`` to the end of the line, ``/* */``); comments dropped."""
+    statements, current = [], []
+    i, quote = 0, ""
+    while i < len(text):
+        char, pair = text[i], text[i : i + 2]
+        if quote:
+            current.append(char)
+            if char == "\\" and quote != "`":  # Spark's string escape: \' is a quote
+                current.append(text[i + 1 : i + 2])
+                i += 1
+            elif char == quote:
+                quote = ""
+        elif char in "'\"`":
+            quote = char
+            current.append(char)
+        elif pair == "--":
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+            continue
+        elif pair == "/*":
+            end = text.find("*/", i + 2)
+            i = len(text) if end < 0 else end + 2
+            current.append(" ")
+            continue
+        elif char == ";":
+            statements.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        i += 1
+    statements.append("".join(current))
+    return [statement.strip() for statement in statements if statement.strip()]

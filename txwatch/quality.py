@@ -36,11 +36,6 @@ from txwatch.evaluation import metric_incident_results
 from txwatch.infra import tables
 from txwatch.infra.config import Conf
 from txwatch.lake import read_pseudonymized, table_exists
-
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
-
-    from txwatch.model_scorer import LoadedModel
 from txwatch.simulator import (
     KNOWN_FRAUD_SCENARIO,
     METRIC_SCENARIOS,
@@ -53,6 +48,11 @@ from udfs.fraud_patterns import ALERT_TYPE_SIMILAR_TO_FRAUD
 from udfs.model_alerts import ALERT_TYPE as MODEL_OUTLIER
 from udfs.similarity import ALERT_TYPE_FRAUD_RING
 from udfs.travel import ALERT_TYPE_IMPOSSIBLE_TRAVEL
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from txwatch.model_scorer import LoadedModel
 
 # Injected fraud, labelled per payment.
 FRAUD_SCENARIOS = (

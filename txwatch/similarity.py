@@ -265,7 +265,8 @@ def raise_ring_alerts(spark: SparkSession, conf: Conf, clusters_df: DataFrame) -
     repeated after a crash stores nothing twice. Stored first: the stream's ``alerts``
     query then finds the published copy stored and skips it.
     """
-    tables.ensure_table(spark, conf, tables.ALERTS)
+    # The stream writes alerts too and upgrades the table itself (no metadata commit here).
+    tables.ensure_table(spark, conf, tables.ALERTS, upgrade=False)
     alerts_path = conf.table_path(tables.ALERTS)
     stored_df = (
         read_table(spark, conf, tables.ALERTS)

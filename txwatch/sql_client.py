@@ -23,6 +23,9 @@ from typing import Any
 from txwatch.infra.config import Conf
 from txwatch.infra.errors import UserError
 
+# The database property naming the lake its tables were registered from (txwatch.catalog).
+LAKE_ROOT_PROPERTY = "txwatch.lake_root"
+
 FORMATS = ("table", "csv", "json")
 _JAVA_EXCEPTION = re.compile(r"\b(?:[a-z]\w*\.)+[A-Z]\w*(?:Exception|Error): ?")
 _NOT_FOUND = re.compile(r"TABLE_OR_VIEW_NOT_FOUND\]\s*The table or view (\S+) cannot be found")
@@ -47,19 +50,43 @@ def server_answers(host: str, port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def run_on_server(
-    conf: Conf, statements: Sequence[str], limit: int | None, port: int | None = None
-) -> Iterator[Result]:
-    """Run ``statements`` in one session of the Thrift server at ``catalog.thrift_host``."""
-    from pyhive import exc, hive
+def connect_server(conf: Conf) -> tuple[Any, str | None]:
+    """A connection to the Thrift server at ``catalog.thrift_host:thrift_port`` if it
+    serves this config's lake, else None and why not (None and None: no server runs)."""
+    from pyhive import hive
+    from thrift.transport.TTransport import TTransportException
 
     catalog = conf.catalog
-    connection = hive.connect(
-        host=catalog.thrift_host,
-        port=port or catalog.thrift_port,
-        database=catalog.database,
-        username=getpass.getuser(),
-    )
+    if not server_answers(catalog.thrift_host, catalog.thrift_port):
+        return None, None
+    where = f"the Thrift server at {catalog.thrift_host}:{catalog.thrift_port}"
+    try:
+        connection = hive.connect(
+            host=catalog.thrift_host,
+            port=catalog.thrift_port,
+            database=catalog.database,
+            username=getpass.getuser(),
+        )
+        cursor = connection.cursor()
+        cursor.execute(f"DESCRIBE DATABASE EXTENDED {catalog.database}")
+        properties = dict(cursor.fetchall()).get("Properties", "")
+    except (TTransportException, OSError, EOFError) as err:
+        return None, f"{where} refused the connection ({err or type(err).__name__})"
+    except Exception as err:
+        return None, f"{where} cannot serve the catalog: {_server_message(err)[:200]}"
+    if f"({LAKE_ROOT_PROPERTY},{conf.lake_root})" not in properties:
+        connection.close()
+        return None, f"{where} serves another lake, not {conf.lake_root}"
+    return connection, None
+
+
+def run_on_server(
+    connection: Any, statements: Sequence[str], limit: int | None
+) -> Iterator[Result]:
+    """Run ``statements`` in the server session ``connection`` (``connect_server``), then
+    close it."""
+    from pyhive import exc
+
     try:
         cursor = connection.cursor()
         for statement in statements:
@@ -89,12 +116,36 @@ def run_in_spark(
     for statement in statements:
         try:
             df = spark.sql(statement)
+            if not df.columns:
+                continue
+            df = _as_the_server_sends(df)
+            rows = df.limit(limit + 1).collect() if limit is not None else df.collect()
         except PySparkException as err:
             raise _sql_error(str(err), tables) from None
-        if not df.columns:
-            continue
-        rows = df.limit(limit + 1).collect() if limit is not None else df.collect()
         yield _result(statement, df.columns, [tuple(r) for r in rows], limit)
+
+
+def _as_the_server_sends(df: Any) -> Any:
+    """``df`` with the values the Thrift server sends as text made text the same way:
+    timestamps in the session's time zone (Python would convert them to the local one),
+    maps (sorted by key), arrays and structs as JSON."""
+    import pyspark.sql.functions as F
+    import pyspark.sql.types as T
+
+    columns = []
+    for field in df.schema.fields:
+        column = F.col(f"`{field.name}`")
+        if isinstance(field.dataType, T.TimestampType | T.TimestampNTZType):
+            column = column.cast("string")
+        elif isinstance(field.dataType, T.MapType):
+            # The server writes a map's entries sorted by key.
+            column = F.to_json(F.map_from_entries(F.array_sort(F.map_entries(column))))
+        elif isinstance(field.dataType, T.ArrayType | T.StructType):
+            column = F.to_json(column)
+        elif isinstance(field.dataType, T.BinaryType):
+            column = F.base64(column)
+        columns.append(column.alias(field.name))
+    return df.select(*columns)
 
 
 def _result(statement: str, columns: list[str], rows: list[Any], limit: int | None) -> Result:
@@ -104,15 +155,13 @@ def _result(statement: str, columns: list[str], rows: list[Any], limit: int | No
 
 
 def _plain(value: Any) -> Any:
-    """One value as both paths give it: timestamps as text (the server sends text), maps and
-    arrays as JSON text (likewise), decimals as text."""
+    """One value as both paths give it: timestamps as Spark writes them (PyHive turns the
+    server's text into datetimes), dates and decimals as text."""
     if isinstance(value, dt.datetime):
         text = value.strftime("%Y-%m-%d %H:%M:%S")
         return f"{text}.{value.microsecond:06d}".rstrip("0") if value.microsecond else text
     if isinstance(value, dt.date):
         return value.isoformat()
-    if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"), default=str)
     if isinstance(value, decimal.Decimal):
         return str(value)
     return value
@@ -157,18 +206,26 @@ def show(results: Iterator[Result], output_format: str, out: io.TextIOBase | Any
     printed = 0
     for result in results:
         if output_format == "csv":
+            if printed:
+                print(file=out)  # a blank line between the results of two statements
             writer = csv.writer(out, lineterminator="\n")
             writer.writerow(result.columns)
             writer.writerows(result.rows)
         elif output_format == "json":
             for row in result.rows:
-                print(json.dumps(dict(zip(result.columns, row, strict=True))), file=out)
+                values = [None if _is_nan_or_infinite(v) else v for v in row]
+                print(json.dumps(dict(zip(result.columns, values, strict=True))), file=out)
         else:
             if printed:
                 print(file=out)
             print(format_table(result), file=out)
         printed += 1
     return printed
+
+
+def _is_nan_or_infinite(value: Any) -> bool:
+    """JSON has no NaN or infinity: such a value is written as null."""
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def format_table(result: Result) -> str:

@@ -66,12 +66,33 @@ def expected_by_severity(spark, model_lake) -> list[list[str]]:
     ]
 
 
+# Timestamps, a map and a double: the values the two paths deliver differently.
+PARITY_QUERY = (
+    "SELECT alert_id, event_time, detected_at, evidence, score FROM alerts ORDER BY alert_id"
+)
+
+
+@pytest.fixture(scope="module")
+def own_session(catalog_conf) -> dict[str, str]:
+    """What `sql` prints with no server running (it opens the catalog itself)."""
+    by_severity = sql(catalog_conf, "-f", "sql/alerts_by_severity.sql", "--format", "csv")
+    assert by_severity.returncode == 0, by_severity.stderr
+    by_name = sql(
+        catalog_conf,
+        "--format",
+        "json",
+        "DESCRIBE HISTORY alerts; DESCRIBE TABLE alerts; SHOW TBLPROPERTIES alerts",
+    )
+    assert by_name.returncode == 0, by_name.stderr
+    parity = sql(catalog_conf, "--format", "json", PARITY_QUERY)
+    assert parity.returncode == 0, parity.stderr
+    return {"by_severity": by_severity.stdout, "by_name": by_name.stdout, "parity": parity.stdout}
+
+
 def test_sql_without_a_server_registers_the_tables_with_their_comments(
-    catalog_conf, expected_by_severity, model_lake
+    own_session, expected_by_severity, model_lake
 ):
-    done = sql(catalog_conf, "-f", "sql/alerts_by_severity.sql", "--format", "csv")
-    assert done.returncode == 0, done.stderr
-    got = list(csv.reader(io.StringIO(done.stdout)))
+    got = list(csv.reader(io.StringIO(own_session["by_severity"])))
     assert got[0] == ["alert_type", "severity", "alerts", "avg_score"]
     assert [r[:3] for r in got[1:]] == [r[:3] for r in expected_by_severity]
     assert all(
@@ -80,14 +101,7 @@ def test_sql_without_a_server_registers_the_tables_with_their_comments(
     )
 
     # By name: a table's history, its columns with their comments, what it is.
-    done = sql(
-        catalog_conf,
-        "--format",
-        "json",
-        "DESCRIBE HISTORY alerts; DESCRIBE TABLE alerts; SHOW TBLPROPERTIES alerts",
-    )
-    assert done.returncode == 0, done.stderr
-    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    rows = [json.loads(line) for line in own_session["by_name"].splitlines()]
     history = [r for r in rows if "operation" in r]
     assert history and history[-1]["version"] == 0
     described = {r["col_name"]: r["comment"] for r in rows if "col_name" in r}
@@ -95,6 +109,11 @@ def test_sql_without_a_server_registers_the_tables_with_their_comments(
     properties = {r["key"]: r["value"] for r in rows if "key" in r}
     assert properties["txwatch.written_by"].startswith("stream: query alerts")
     assert Path(model_lake.conf.lake_root, "_catalog", "metastore_db").is_dir()
+
+    # Timestamps in UTC whatever the local zone, maps as JSON.
+    first = json.loads(own_session["parity"].splitlines()[0])
+    assert first["event_time"][:4] == "2026" and "T" not in first["event_time"]
+    assert isinstance(json.loads(first["evidence"]), dict)
 
 
 class Server:
@@ -126,7 +145,8 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def thrift_server(catalog_conf, model_lake) -> Iterator[Server]:
+def thrift_server(catalog_conf, own_session) -> Iterator[Server]:
+    # After own_session: the server holds the embedded catalog while it runs.
     conf_path, port, env = catalog_conf
     process = subprocess.Popen(
         [str(REPO / "spark-submit.sh"), "thriftserver", "--conf", str(conf_path), "--refresh", "2"],
@@ -166,7 +186,7 @@ def test_the_thrift_server_answers_a_python_hive_client(
 
 
 def test_sql_sends_its_queries_to_the_running_server(
-    thrift_server, catalog_conf, expected_by_severity
+    thrift_server, catalog_conf, expected_by_severity, own_session, tmp_path
 ):
     started = time.monotonic()
     done = sql(catalog_conf, "-f", "sql/alerts_by_severity.sql", "--format", "csv")
@@ -176,6 +196,10 @@ def test_sql_sends_its_queries_to_the_running_server(
     assert [r[:3] for r in got[1:]] == [r[:3] for r in expected_by_severity]
     done = sql(catalog_conf, "SELECT count(*) AS alerts FROM alerts")
     assert "via the Thrift server" in done.stderr, done.stderr
+    # The same answer as a session of its own gives, to the character.
+    done = sql(catalog_conf, "--format", "json", PARITY_QUERY)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == own_session["parity"]
     print(f"sql -f through the server: {elapsed:.2f} s")
 
     # An unknown table: the error lists the tables there are.
@@ -183,6 +207,20 @@ def test_sql_sends_its_queries_to_the_running_server(
     assert done.returncode == 2
     assert (
         "no table or view `alertz` in the catalog; tables: account_clusters, alerts," in done.stderr
+    )
+
+    # Another lake (another config, TXWATCH_LAKE_ROOT): not the server's to answer.
+    conf_path, _, env = catalog_conf
+    other = subprocess.run(
+        [str(REPO / "spark-submit.sh"), "sql", "--conf", str(conf_path), "SELECT 1 AS one"],
+        env={**env, "TXWATCH_LAKE_ROOT": str(tmp_path / "other-lake")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert other.returncode == 0, other.stderr
+    assert (
+        "serves another lake" in other.stderr and "via a Spark session of its own" in other.stderr
     )
 
     # The embedded catalog is the server's while it runs: a session of its own is refused

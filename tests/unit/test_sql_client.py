@@ -7,15 +7,16 @@ import io
 import json
 from decimal import Decimal
 
+from txwatch.lake import split_statements
 from txwatch.sql_client import Result, _plain, _sql_error, format_table, show
 
 
 def test_values_read_the_same_from_spark_as_from_the_thrift_server():
-    # The server sends timestamps, maps and arrays as text; Spark gives Python objects.
+    # PyHive gives the server's timestamps as datetimes, its dates and decimals as text;
+    # the Spark path makes them text in Spark (test_sql_catalog.py compares both paths).
     assert _plain(dt.datetime(2026, 1, 5, 11, 0, 0)) == "2026-01-05 11:00:00"
     assert _plain(dt.datetime(2026, 1, 5, 11, 0, 0, 123000)) == "2026-01-05 11:00:00.123"
-    assert _plain({"gap_s": 30.0}) == '{"gap_s":30.0}'
-    assert _plain(["a", "b"]) == '["a","b"]'
+    assert _plain(dt.date(2026, 1, 5)) == "2026-01-05"
     assert _plain(Decimal("0.3214")) == "0.3214"
     assert _plain(7) == 7
 
@@ -73,4 +74,26 @@ def test_errors_name_the_problem_without_java_noise_and_list_tables_when_one_is_
     assert str(_sql_error(unresolved, list)) == (
         "the query failed: [UNRESOLVED_COLUMN.WITH_SUGGESTION] A column `x` cannot be "
         "resolved. SQLSTATE: 42703;"
+    )
+
+
+def test_a_script_splits_at_semicolons_outside_quotes_and_comments():
+    script = (
+        "-- the head; a comment\n"
+        "SELECT 'a;b' AS x, \"c;d\" AS `e;f` FROM t; /* not; here */ SELECT 1 -- tail; x\n"
+        ";SELECT 'it\\'s;' ;"
+    )
+    assert split_statements(script) == [
+        "SELECT 'a;b' AS x, \"c;d\" AS `e;f` FROM t",
+        "SELECT 1",
+        "SELECT 'it\\'s;'",
+    ]
+
+
+def test_json_has_no_nan_and_a_limit_of_zero_still_says_rows_were_left_out():
+    out = io.StringIO()
+    show(iter([Result("q", ["v"], [(float("nan"),), (1.5,)], False)]), "json", out)
+    assert out.getvalue().splitlines() == ['{"v": null}', '{"v": 1.5}']
+    assert format_table(Result("q", ["v"], [], True)).splitlines()[-1] == (
+        "(0 rows shown; more not shown (--limit))"
     )

@@ -10,10 +10,10 @@ from __future__ import annotations
 COMMENTS = {
     # A transaction
     "transaction_id": "the transaction's id, as the payment system sent it",
-    "user_id": "the customer: a keyed token (HMAC) outside bronze, never the raw id",
+    "user_id": "the customer: a keyed token (HMAC) of their id",
     "card_token": "keyed hash (HMAC-SHA256) of the card number; the number itself is never stored",
     "card_last4": "the card number's last four digits",
-    "device_id": "the customer's phone: a keyed token (HMAC) outside bronze",
+    "device_id": "the customer's phone: a keyed token (HMAC) of its id",
     "name": "the card holder's name as sent (bronze only; masked in quarantine)",
     "merchant_id": "the merchant's id",
     "merchant": "the merchant's name",
@@ -172,7 +172,19 @@ COMMENTS = {
 }
 
 # Where a column means something else in one table: (table, column) -> comment.
+# Bronze and the simulator's labels keep identifiers as they arrived; every other table
+# holds their tokens.
+_AS_SENT = {
+    "user_id": "the customer's id as sent (tokenized in every table outside bronze)",
+    "device_id": "the phone's id as sent (tokenized in every table outside bronze)",
+}
 BY_TABLE = {
+    **{
+        (table, column): text
+        for table in ("bronze_transactions", "ground_truth")
+        for column, text in _AS_SENT.items()
+    },
+    ("bronze_device_locations", "device_id"): _AS_SENT["device_id"],
     ("bronze_device_locations", "latitude"): "where the phone was, degrees (WGS84)",
     ("bronze_device_locations", "longitude"): "where the phone was, degrees (WGS84)",
     ("bronze_device_locations", "event_time"): "when the phone took the fix (UTC)",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -53,7 +54,10 @@ def _set_driver_options(conf: Conf, master: str) -> None:
         options.append(f"--driver-memory {memory}")
     log4j = os.environ.get("TXWATCH_LOG4J", str(REPO_ROOT / "conf" / "log4j2.properties"))
     if "--driver-java-options" not in existing and Path(log4j).is_file():
-        options.append(f"--driver-java-options -Dlog4j2.configurationFile=file:{log4j}")
+        # PySpark splits PYSPARK_SUBMIT_ARGS like a shell (a checkout path with spaces).
+        options.append(
+            f"--driver-java-options {shlex.quote(f'-Dlog4j2.configurationFile=file:{log4j}')}"
+        )
     if options:
         os.environ["PYSPARK_SUBMIT_ARGS"] = " ".join([*options, existing])
 

@@ -234,19 +234,23 @@ STREAM_TABLES = (
 ALL_TABLES = tuple(TABLES)
 
 
-def ensure_table(spark: SparkSession, conf: Conf, name: str) -> None:
+def ensure_table(spark: SparkSession, conf: Conf, name: str, upgrade: bool = True) -> None:
     """Create table ``name`` from its declared schema if it is missing.
 
-    A table made by an older version is brought up to date: declared (nullable) columns it
-    lacks are added, and its description, column comments and properties are set, so a
-    lake survives an upgrade. Each change is a metadata commit, which would fail a
-    concurrent writer's commit: the jobs call this before their queries start.
+    With ``upgrade``, a table made by an older version is brought up to date: declared
+    (nullable) columns it lacks are added, and its description, column comments and
+    properties are set, so a lake survives an upgrade. Each change is a metadata commit,
+    which would fail a concurrent writer's commit: only a table's own writer upgrades it,
+    before it starts writing.
     """
     spec = TABLES[name]
     path = conf.table_path(name)
     schema = spec.commented_schema
     properties = {**conf.delta.table_properties, **spec.properties}
-    if not DeltaTable.isDeltaTable(spark, path):
+    exists = DeltaTable.isDeltaTable(spark, path)
+    if exists and not upgrade:
+        return
+    if not exists:
         builder = (
             DeltaTable.createIfNotExists(spark)
             .location(path)
