@@ -81,6 +81,3 @@ step "summary"
 ./spark-submit.sh evaluate --conf "$CONF"
 echo
 echo "demo: finished in $(( $(date +%s) - started_at )) s; the lake is in $ROOT/lake"
-echo "demo: query it by table name: ./spark-submit.sh sql -f sql/flagged_last_hour.sql"
-echo "      (./spark-submit.sh thriftserver first and each query answers in about a second);"
-echo "      plots of every part of it: notebooks/ (alerts, monitoring, model, privacy, similarity)"

@@ -307,9 +307,11 @@ def summarize(spark: SparkSession, conf: Conf, min_precision: float, min_recall:
         print("\nNo ground_truth table: run the simulator to measure detection quality.")
 
     print(
-        f"\nQuery the lake in SQL (every table is a view named after its folder):\n"
+        f"\nQuery the lake in SQL (every table by name in the catalog; start "
+        f"./spark-submit.sh thriftserver and each query answers in about a second):\n"
         f'  ./spark-submit.sh sql "{EXAMPLE_QUERY}"\n'
-        f"  ./spark-submit.sh sql --file sql/impossible_travel_top.sql\n"
-        f"or from Python: spark.read.format('delta').load('{conf.table_path(tables.ALERTS)}')"
+        f"  ./spark-submit.sh sql -f sql/impossible_travel_top.sql\n"
+        f"or with plots: notebooks/ (alerts, monitoring, model, privacy, similarity); from "
+        f"Python: spark.read.format('delta').load('{conf.table_path(tables.ALERTS)}')"
     )
     return ok
