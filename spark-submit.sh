@@ -181,12 +181,13 @@ PYTHON_FOR_CONF="$ROOT/.venv/bin/python"
 conf_sizes() {
   cd "$ROOT" && PYTHONPATH="$ROOT" "$PYTHON_FOR_CONF" - "$JOB_CONF" 2>/dev/null <<'PY'
 import sys
-from txwatch.infra.config import load_conf
-options = load_conf(sys.argv[1]).spark.options
+from txwatch.infra.config import raw_settings
+settings = raw_settings(sys.argv[1])
+options = settings.get("spark", {}).get("options") or {}
 for what in ("driver.memory", "driver.cores", "executor.memory", "executor.cores"):
     if options.get(f"spark.{what}"):
         print("--" + what.replace(".", "-"), options[f"spark.{what}"])
-print("token-key-env", load_conf(sys.argv[1]).privacy.token_key_env)
+print("token-key-env", settings.get("privacy", {}).get("token_key_env", "TXWATCH_TOKEN_KEY"))
 PY
 }
 TOKEN_KEY_ENV=TXWATCH_TOKEN_KEY

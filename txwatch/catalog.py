@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from txwatch.infra.errors import UserError
 from txwatch.infra.session import create_session
 from txwatch.infra.tables import sql_quote
 from txwatch.lake import table_exists
-from txwatch.sql_client import LAKE_ROOT_PROPERTY
+from txwatch.sql_client import LAKE_ROOT_PROPERTY, recorded_lake_root
 
 # What the catalog logs that nobody can act on, quieted. Warnings on every start: a Delta
 # table has no Hive SerDe (Hive itself cannot read it: Spark can), Hive settings Spark does
@@ -66,6 +65,7 @@ def open_catalog(conf: Conf, app_suffix: str) -> SparkSession:
             f"lake_root/_catalog, and that needs a local lake_root (not {conf.lake_root}): "
             "give the thrift:// URI of the cluster's Hive metastore"
         )
+    metastore_dir = conf.catalog.metastore_dir(conf.lake_root)
     active = SparkSession.getActiveSession()
     if active is not None:
         if active.conf.get("spark.sql.catalogImplementation") != "hive":
@@ -73,8 +73,8 @@ def open_catalog(conf: Conf, app_suffix: str) -> SparkSession:
                 "this process already runs a Spark session without the catalog; the catalog "
                 "needs a session of its own (a new process)"
             )
-    elif (metastore := conf.catalog.metastore_dir(conf.lake_root)) is not None:
-        _check_not_in_use(metastore)
+    elif metastore_dir is not None:
+        _check_not_in_use(metastore_dir)
     # Nothing read through the catalog needs the token key, and any SQL a session runs can
     # read its JVM's environment (reflect('java.lang.System', 'getenv', ...)): a session
     # this process starts does not get it.
@@ -82,7 +82,6 @@ def open_catalog(conf: Conf, app_suffix: str) -> SparkSession:
     spark = create_session(conf, app_suffix, catalog=True)
     jvm = spark.sparkContext._jvm
     assert jvm is not None
-    metastore_dir = conf.catalog.metastore_dir(conf.lake_root)
     if metastore_dir is not None:
         # Derby writes its log where the JVM started unless told otherwise (and to the
         # console when the file's folder is missing); read at the first connection, which
@@ -144,7 +143,8 @@ def register_tables(spark: SparkSession, conf: Conf) -> list[str]:
     if not spark.catalog.databaseExists(database):
         # (IF NOT EXISTS would still make the metastore log an error with a stack trace.)
         spark.sql(f"CREATE DATABASE {database} COMMENT 'txwatch: the Delta tables of one lake'")
-    moved = _registered_lake(spark, database) != conf.lake_root
+    described = spark.sql(f"DESCRIBE DATABASE EXTENDED {database}").collect()
+    moved = recorded_lake_root(described) != conf.lake_root
     registered = _registered(spark, database)
     added = []
     for name in tables.ALL_TABLES:
@@ -175,11 +175,3 @@ def table_names(spark: SparkSession, conf: Conf) -> list[str]:
 
 def _registered(spark: SparkSession, database: str) -> set[str]:
     return {row.tableName for row in spark.sql(f"SHOW TABLES IN {database}").collect()}
-
-
-def _registered_lake(spark: SparkSession, database: str) -> str | None:
-    """The ``lake_root`` the database's tables were registered from (None: not recorded)."""
-    rows = spark.sql(f"DESCRIBE DATABASE EXTENDED {database}").collect()
-    properties = next((r[1] for r in rows if r[0] == "Properties"), "") or ""
-    found = re.search(rf"\({re.escape(LAKE_ROOT_PROPERTY)},(.*?)\)(?:, \(|\)$)", properties)
-    return found.group(1) if found else None

@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 from txwatch.catalog import CatalogInUseError, open_catalog
-from txwatch.infra.config import Conf, load_conf
-from txwatch.infra.session import create_session
+from txwatch.infra.config import DEFAULT_CONF, Conf, load_conf
+from txwatch.infra.session import REPO_ROOT, create_session
 from txwatch.lake import register_views
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def repo_conf() -> Conf:
     """The config the jobs use, its relative paths taken from the repository root."""
     with contextlib.chdir(REPO_ROOT):
-        return load_conf(os.environ.get("TXWATCH_CONF", "conf/local.yaml"))
+        return load_conf(os.environ.get("TXWATCH_CONF", DEFAULT_CONF))
 
 
 def open_lake(app: str = "notebook") -> tuple[SparkSession, Conf]:

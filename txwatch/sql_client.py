@@ -35,7 +35,6 @@ _NOT_FOUND = re.compile(r"TABLE_OR_VIEW_NOT_FOUND\]\s*The table or view (\S+) ca
 class Result:
     """The answer to one statement: its columns and (up to the limit) its rows."""
 
-    statement: str
     columns: list[str]
     rows: list[tuple[Any, ...]]
     truncated: bool  # more rows than the limit
@@ -48,6 +47,14 @@ def server_answers(host: str, port: int, timeout_s: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def recorded_lake_root(describe_database: Sequence[Sequence[Any]]) -> str | None:
+    """The ``lake_root`` a database's tables were registered from, read from the rows of
+    ``DESCRIBE DATABASE EXTENDED`` (None: not recorded)."""
+    properties = next((r[1] for r in describe_database if r[0] == "Properties"), "") or ""
+    found = re.search(rf"\({re.escape(LAKE_ROOT_PROPERTY)},(.*?)\)(?:, \(|\)$)", properties)
+    return found.group(1) if found else None
 
 
 def connect_server(conf: Conf) -> tuple[Any, str | None]:
@@ -69,12 +76,12 @@ def connect_server(conf: Conf) -> tuple[Any, str | None]:
         )
         cursor = connection.cursor()
         cursor.execute(f"DESCRIBE DATABASE EXTENDED {catalog.database}")
-        properties = dict(cursor.fetchall()).get("Properties", "")
+        recorded = recorded_lake_root(cursor.fetchall())
     except (TTransportException, OSError, EOFError) as err:
         return None, f"{where} refused the connection ({err or type(err).__name__})"
     except Exception as err:
         return None, f"{where} cannot serve the catalog: {_server_message(err)[:200]}"
-    if f"({LAKE_ROOT_PROPERTY},{conf.lake_root})" not in properties:
+    if recorded != conf.lake_root:
         connection.close()
         return None, f"{where} serves another lake, not {conf.lake_root}"
     return connection, None
@@ -102,7 +109,7 @@ def run_on_server(
                 # A statement without a result (DECLARE VARIABLE, SET...): the server
                 # answers with an empty "Result" column where Spark gives no columns.
                 continue
-            yield _result(statement, columns, rows, limit)
+            yield _result(columns, rows, limit)
     finally:
         connection.close()
 
@@ -122,7 +129,7 @@ def run_in_spark(
             rows = df.limit(limit + 1).collect() if limit is not None else df.collect()
         except PySparkException as err:
             raise _sql_error(str(err), tables) from None
-        yield _result(statement, df.columns, [tuple(r) for r in rows], limit)
+        yield _result(df.columns, [tuple(r) for r in rows], limit)
 
 
 def _as_the_server_sends(df: Any) -> Any:
@@ -148,10 +155,10 @@ def _as_the_server_sends(df: Any) -> Any:
     return df.select(*columns)
 
 
-def _result(statement: str, columns: list[str], rows: list[Any], limit: int | None) -> Result:
+def _result(columns: list[str], rows: list[Any], limit: int | None) -> Result:
     truncated = limit is not None and len(rows) > limit
     kept = rows[:limit] if limit is not None else rows
-    return Result(statement, columns, [tuple(map(_plain, r)) for r in kept], truncated)
+    return Result(columns, [tuple(map(_plain, r)) for r in kept], truncated)
 
 
 def _plain(value: Any) -> Any:

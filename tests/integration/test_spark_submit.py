@@ -90,6 +90,20 @@ def test_executor_sizes_come_from_the_conf_and_a_flag_wins(tmp_path):
     assert "--executor-cores 2" in result.stdout and "--executor-cores 3" not in result.stdout
 
 
+def test_sizes_are_read_from_a_conf_whose_secrets_this_shell_does_not_hold(tmp_path):
+    # Cluster deploy mode: the Kafka password is the driver's, not the submitting shell's.
+    conf = tmp_path / "secret.yaml"
+    conf.write_text(
+        f"extends: {REPO / 'conf' / 'local.yaml'}\n"
+        "kafka:\n  options:\n    kafka.sasl.jaas.config: 'password=\"${TXWATCH_TEST_UNSET}\"'\n"
+        "spark:\n  options:\n    spark.executor.memory: 6g\n"
+    )
+    assert "TXWATCH_TEST_UNSET" not in os.environ
+    result = echoed_command("stream", "--conf", str(conf))
+    assert result.returncode == 0, result.stderr
+    assert "--executor-memory 6g" in result.stdout
+
+
 def test_cluster_deploy_mode_on_a_standalone_master_is_refused_with_the_reason():
     result = echoed_command("--master", "spark://h:7077", "--deploy-mode", "cluster", "stream")
     assert result.returncode == 2

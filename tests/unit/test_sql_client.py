@@ -8,7 +8,7 @@ import json
 from decimal import Decimal
 
 from txwatch.lake import split_statements
-from txwatch.sql_client import Result, _plain, _sql_error, format_table, show
+from txwatch.sql_client import Result, _plain, _sql_error, format_table, recorded_lake_root, show
 
 
 def test_values_read_the_same_from_spark_as_from_the_thrift_server():
@@ -22,9 +22,7 @@ def test_values_read_the_same_from_spark_as_from_the_thrift_server():
 
 
 def test_a_table_aligns_columns_shows_nulls_and_says_when_rows_were_left_out():
-    result = Result(
-        "q", ["merchant", "payments", "rate"], [("A", 28, 0.3214), ("Bb", None, None)], True
-    )
+    result = Result(["merchant", "payments", "rate"], [("A", 28, 0.3214), ("Bb", None, None)], True)
     assert format_table(result).splitlines() == [
         "merchant | payments |   rate",
         "---------+----------+-------",
@@ -35,7 +33,7 @@ def test_a_table_aligns_columns_shows_nulls_and_says_when_rows_were_left_out():
 
 
 def test_csv_and_json_lines_carry_every_row():
-    result = Result("q", ["id", "note"], [("a", 'says "hi", twice'), ("b", None)], False)
+    result = Result(["id", "note"], [("a", 'says "hi", twice'), ("b", None)], False)
     out = io.StringIO()
     show(iter([result]), "csv", out)
     assert out.getvalue() == 'id,note\na,"says ""hi"", twice"\nb,\n'
@@ -92,8 +90,15 @@ def test_a_script_splits_at_semicolons_outside_quotes_and_comments():
 
 def test_json_has_no_nan_and_a_limit_of_zero_still_says_rows_were_left_out():
     out = io.StringIO()
-    show(iter([Result("q", ["v"], [(float("nan"),), (1.5,)], False)]), "json", out)
+    show(iter([Result(["v"], [(float("nan"),), (1.5,)], False)]), "json", out)
     assert out.getvalue().splitlines() == ['{"v": null}', '{"v": 1.5}']
-    assert format_table(Result("q", ["v"], [], True)).splitlines()[-1] == (
+    assert format_table(Result(["v"], [], True)).splitlines()[-1] == (
         "(0 rows shown; more not shown (--limit))"
     )
+
+
+def test_the_lake_a_database_was_registered_from_is_read_from_its_description():
+    rows = [("Comment", "txwatch"), ("Properties", "((a,b), (txwatch.lake_root,/l a/ke), (c,d))")]
+    assert recorded_lake_root(rows) == "/l a/ke"
+    assert recorded_lake_root([("Properties", "((txwatch.lake_root,/lake))")]) == "/lake"
+    assert recorded_lake_root([("Properties", "")]) is None

@@ -362,6 +362,13 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return _merge(_read_yaml(path.parent / parent, (*seen, path)), data)
 
 
+def raw_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The settings of ``path`` with its ``extends`` merged, as written: nothing expanded or
+    checked. For ``spark-submit.sh``, which needs the sizes before the job starts, in a
+    shell that may not hold the secrets the config names (cluster deploy mode)."""
+    return _read_yaml(Path(path))
+
+
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

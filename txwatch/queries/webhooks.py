@@ -64,11 +64,8 @@ def _json_value(value: Any) -> Any:
 
 def _event_time(alert: dict[str, Any]) -> datetime | None:
     value = alert.get("event_time")
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value
+    # Collected rows and the JSON of pending ones both hold naive datetimes.
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 class Deliverer:
@@ -87,13 +84,23 @@ class Deliverer:
         self._limiter = RateLimiter(self._hooks.max_messages_per_minute)
         self._lock = threading.Lock()
         self._waiting: dict[str, list[dict[str, Any]]] | None = None  # target -> alerts
+        # The micro-batches whose outcome is recorded: read with the pending alerts.
+        self._recorded_batches: set[int] = set()
         self._down: dict[str, str] = {}  # target -> error, while it fails
 
     def _load_pending(self) -> dict[str, list[dict[str, Any]]]:
-        """Per target, the alerts recorded pending and not sent since (at start)."""
+        """Per target, the alerts recorded pending and not sent since, and (into
+        ``_recorded_batches``) the micro-batches already recorded (at start)."""
         records = self._spark.read.format("delta").load(
             self._conf.table_path(tables.WEBHOOK_DELIVERIES)
         )
+        self._recorded_batches = {
+            r.batch_id
+            for r in records.filter(F.col("batch_id").isNotNull())
+            .select("batch_id")
+            .distinct()
+            .collect()
+        }
         sent = records.filter(F.col("status") == SENT).select("target", "alert_id")
         rows = (
             records.filter(F.col("status") == PENDING)
@@ -111,13 +118,6 @@ class Deliverer:
     def has_pending(self) -> bool:
         return self._waiting is None or any(self._waiting.values())
 
-    def _batch_recorded(self, batch_id: int) -> bool:
-        """Did micro-batch ``batch_id`` record its outcome already (a replay after a crash)?"""
-        records = self._spark.read.format("delta").load(
-            self._conf.table_path(tables.WEBHOOK_DELIVERIES)
-        )
-        return not records.filter(F.col("batch_id") == batch_id).limit(1).isEmpty()
-
     def deliver(
         self, new_alerts: list[dict[str, Any]], batch_id: int | None, wait: bool = True
     ) -> None:
@@ -129,10 +129,11 @@ class Deliverer:
         if not self._lock.acquire(blocking=wait):
             return
         try:
-            if batch_id is not None and self._batch_recorded(batch_id):
-                return
             if self._waiting is None:
                 self._waiting = self._load_pending()
+            # A micro-batch replayed after a crash whose outcome was recorded: sent already.
+            if batch_id is not None and batch_id in self._recorded_batches:
+                return
             records = self._send_all(self._waiting, new_alerts, batch_id)
             if not records:
                 return
@@ -142,6 +143,7 @@ class Deliverer:
                 df.write.format("delta").mode("append").save(path)
             else:
                 append_once(df, self._conf, tables.WEBHOOK_DELIVERIES, NAME, batch_id)
+                self._recorded_batches.add(batch_id)
         finally:
             self._lock.release()
 
