@@ -58,11 +58,20 @@ class FeatureScale:
     sd: float
 
 
-def feature_scales(features_df: DataFrame) -> dict[str, FeatureScale]:
-    """Mean and floored standard deviation of each feature over ``features_df``."""
+def model_features(model: PipelineModel) -> tuple[str, ...]:
+    """The features a fitted pipeline uses, in its vector's order: a model trained before a
+    feature was added goes on scoring (and explaining) with its own."""
+    assembler = next(s for s in model.stages if isinstance(s, VectorAssembler))
+    return tuple(c.removesuffix("_scaled") for c in assembler.getInputCols())
+
+
+def feature_scales(
+    features_df: DataFrame, features: tuple[str, ...] = FEATURES
+) -> dict[str, FeatureScale]:
+    """Mean and floored standard deviation of each of ``features`` over ``features_df``."""
     row = features_df.agg(
-        *[F.avg(f).alias(f"{f}__mean") for f in FEATURES],
-        *[F.stddev_pop(f).alias(f"{f}__sd") for f in FEATURES],
+        *[F.avg(f).alias(f"{f}__mean") for f in features],
+        *[F.stddev_pop(f).alias(f"{f}__sd") for f in features],
     ).first()
     assert row is not None
     return {
@@ -73,7 +82,7 @@ def feature_scales(features_df: DataFrame) -> dict[str, FeatureScale]:
                 MIN_COUNT_SD if f in COUNT_FEATURES else MIN_FEATURE_SD,
             ),
         )
-        for f in FEATURES
+        for f in features
     }
 
 
@@ -84,17 +93,21 @@ def _standardize_sql(scales: dict[str, FeatureScale]) -> str:
     return f"SELECT *,\n  {columns}\nFROM __THIS__"
 
 
-def fit_model(seen_df: DataFrame, clusters: int, seed: int) -> PipelineModel:
-    """Fit the pipeline on past payments shaped by ``udfs.model_features.leave_one_out``."""
-    features = SQLTransformer(statement=FEATURES_SQL)
+def fit_model(
+    seen_df: DataFrame, clusters: int, seed: int, features: tuple[str, ...] = FEATURES
+) -> PipelineModel:
+    """Fit the pipeline on past payments shaped by ``udfs.model_features.leave_one_out``,
+    on ``features`` (a subset of ``FEATURES``, in its order)."""
+    by_features = SQLTransformer(statement=FEATURES_SQL)
     by_category = SQLTransformer(statement=category_amount_sql(category_amount_stats(seen_df)))
-    scales = feature_scales(by_category.transform(features.transform(seen_df)))
+    computed = by_category.transform(by_features.transform(seen_df))
+    scales = feature_scales(computed, features)
     pipeline = Pipeline(
         stages=[
-            features,
+            by_features,
             by_category,
             SQLTransformer(statement=_standardize_sql(scales)),
-            VectorAssembler(inputCols=[scaled(f) for f in FEATURES], outputCol=VECTOR),
+            VectorAssembler(inputCols=[scaled(f) for f in features], outputCol=VECTOR),
             KMeans(k=clusters, seed=seed, featuresCol=VECTOR, predictionCol=CLUSTER, maxIter=30),
         ]
     )
@@ -113,7 +126,7 @@ def score(model: PipelineModel, seen_df: DataFrame) -> DataFrame:
     centers = _centers(model)
     squares = [
         (F.col(scaled(name)) - F.array(*[F.lit(c[i]) for c in centers])[F.col(CLUSTER)]) ** 2
-        for i, name in enumerate(FEATURES)
+        for i, name in enumerate(model_features(model))
     ]
     total = sum(squares, F.lit(0.0))
     return model.transform(seen_df).withColumn("outlier_score", F.sqrt(total))
@@ -190,6 +203,15 @@ def _feature_texts() -> dict[str, Column]:
         "payments_1h": F.concat(
             F.col("prior_payments_1h").cast("string"), F.lit(" other payments in the hour before")
         ),
+        "unusual_hour": F.concat(
+            F.lit("at "),
+            F.date_format("event_time", "HH:mm"),
+            F.lit(" UTC, "),
+            F.col("usual_hour_count").cast("long").cast("string"),
+            F.lit(" of "),
+            n.cast("string"),
+            F.lit(" past payments within an hour of that time of day"),
+        ),
     }
 
 
@@ -197,8 +219,8 @@ def _feature_texts() -> dict[str, Column]:
 TWO_SIDED = ("amount_z", "amount_category_z")
 
 
-def explanation(top: int = 2) -> Column:
-    """The ``top`` features that stand out most, as text, most first.
+def explanation(features: tuple[str, ...] = FEATURES, top: int = 2) -> Column:
+    """The ``top`` of ``features`` that stand out most, as text, most first.
 
     A feature stands out by its standardized value in the unusual direction (the distance
     to the nearest centre also counts a payment *more* usual than the centre).
@@ -210,7 +232,7 @@ def explanation(top: int = 2) -> Column:
         return F.abs(value) if name in TWO_SIDED else F.greatest(value, F.lit(0.0))
 
     ranked = F.sort_array(
-        F.array(*[F.struct(excess(f).alias("e"), texts[f].alias("text")) for f in FEATURES]),
+        F.array(*[F.struct(excess(f).alias("e"), texts[f].alias("text")) for f in features]),
         asc=False,
     )
     return F.array_join(F.transform(F.slice(ranked, 1, top), lambda e: e["text"]), "; ")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import pyspark.sql.functions as F
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 
@@ -22,6 +23,7 @@ from txwatch import model, registry
 from txwatch.infra.config import Conf, duration_s
 from udfs.model_alerts import model_outlier_alerts
 from udfs.model_features import as_seen
+from udfs.schemas import CUSTOMER_PROFILES
 
 NAME = "payment_scoring"  # the query it runs in: log lines say so
 
@@ -32,6 +34,7 @@ class LoadedModel:
     pipeline: PipelineModel
     threshold: float
     profiles_df: DataFrame
+    features: tuple[str, ...]
 
     def release(self) -> None:
         self.profiles_df.unpersist()
@@ -44,13 +47,18 @@ def load(spark: SparkSession, found: registry.ModelVersion) -> LoadedModel:
         spark.read.format("delta")
         .option("versionAsOf", int(params["profiles_version"]))
         .load(params["profiles_table"])
-        .persist()
     )
+    for name in ("p_hours",):  # profiles written before the column (their models ignore it)
+        if name not in profiles_df.columns:
+            counts = CUSTOMER_PROFILES[name].dataType
+            profiles_df = profiles_df.withColumn(name, F.create_map().cast(counts))
+    pipeline = PipelineModel.load(found.model_path)
     return LoadedModel(
         found.version,
-        PipelineModel.load(found.model_path),
+        pipeline,
         float(params["threshold"]),
-        profiles_df,
+        profiles_df.persist(),
+        model.model_features(pipeline),
     )
 
 
@@ -100,5 +108,9 @@ class ModelScorer:
             return None
         scored_df = model.score(loaded.pipeline, as_seen(payments_df, loaded.profiles_df))
         return model_outlier_alerts(
-            scored_df, loaded.threshold, loaded.version, model.explanation()
+            scored_df,
+            loaded.threshold,
+            loaded.version,
+            model.explanation(loaded.features),
+            loaded.features,
         )

@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from txwatch import model, registry
 from txwatch.infra import tables
-from txwatch.infra.config import Conf
+from txwatch.infra.config import Conf, duration_s
 from txwatch.infra.errors import UserError
 from txwatch.lake import read_pseudonymized, table_exists
 from udfs import schemas
@@ -55,6 +55,14 @@ def history(
     return df
 
 
+def model_features(span_s: float, hour_min_history_s: float) -> tuple[str, ...]:
+    """The features to fit on a history spanning ``span_s`` seconds: all of them, but the
+    hour of the day only when the history spans at least ``hour_min_history_s``."""
+    if span_s >= hour_min_history_s:
+        return FEATURES
+    return tuple(f for f in FEATURES if f != "unusual_hour")
+
+
 def write_profiles(spark: SparkSession, conf: Conf, profiles_df: DataFrame) -> int:
     """Replace ``customer_profiles``; return the Delta version written."""
     tables.ensure_table(spark, conf, tables.CUSTOMER_PROFILES)
@@ -84,8 +92,17 @@ def train(
                 "no payment in the window has a customer with enough other payments to "
                 "learn from: widen --since/--until"
             )
+        window = payments_df.agg(F.min("event_time"), F.max("event_time")).collect()[0]
+        span_s = (window[1] - window[0]).total_seconds()
+        features = model_features(span_s, duration_s(cfg.hour_min_history))
+        if "unusual_hour" not in features:
+            print(
+                f"train: the hour of the day is left out: the payments span {span_s / 3600:.1f} h,"
+                f" less than model.hour_min_history ({cfg.hour_min_history})",
+                flush=True,
+            )
         print(f"train: fitting on {rows:,} payments", flush=True)
-        fitted = model.fit_model(seen_df, cfg.clusters, cfg.seed)
+        fitted = model.fit_model(seen_df, cfg.clusters, cfg.seed, features)
         scores_df = model.score(fitted, seen_df).select("outlier_score").persist()
         threshold = model.calibrate_threshold(scores_df, cfg.threshold_quantile)
         quantiles = scores_df.agg(
@@ -93,7 +110,6 @@ def train(
         ).collect()[0]
         flagged = scores_df.filter(F.col("outlier_score") > threshold).count()
         customers = profiles_df.count()
-        window = payments_df.agg(F.min("event_time"), F.max("event_time")).collect()[0]
         with tempfile.TemporaryDirectory(prefix="txwatch-model-") as tmp:
             model_dir = str(Path(tmp) / "model")
             fitted.write().overwrite().save(model_dir)
@@ -101,7 +117,7 @@ def train(
                 conf,
                 model_dir,
                 params={
-                    "features": ",".join(FEATURES),
+                    "features": ",".join(features),
                     "clusters": cfg.clusters,
                     "threshold_quantile": cfg.threshold_quantile,
                     "threshold": repr(threshold),

@@ -14,9 +14,14 @@ MEDIUM_AT, HIGH_AT = 1.5, 3.0
 
 
 def model_outlier_alerts(
-    scored_df: DataFrame, threshold: float, version: int, reason_detail: Column
+    scored_df: DataFrame,
+    threshold: float,
+    version: int,
+    reason_detail: Column,
+    features: tuple[str, ...] = FEATURES,
 ) -> DataFrame:
-    """Payments scored above ``threshold`` as alerts; ``reason_detail``: what stood out."""
+    """Payments scored above ``threshold`` as alerts; ``reason_detail``: what stood out;
+    ``features``: the model's (each goes into the evidence)."""
     flagged_df = scored_df.filter(F.col("outlier_score") > F.lit(threshold))
     ratio = F.col("outlier_score") / F.lit(threshold)
     reason = F.concat(
@@ -29,7 +34,7 @@ def model_outlier_alerts(
         "outlier_score": F.col("outlier_score"),
         "threshold": F.lit(threshold),
         "model_version": F.lit(version),
-        **{name: F.col(name) for name in FEATURES},
+        **{name: F.col(name) for name in features},
     }
     return to_alerts(
         flagged_df,

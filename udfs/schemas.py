@@ -167,6 +167,7 @@ CUSTOMER_PROFILES = _schema(
     ("p_categories", _COUNTS),  # payments per merchant category
     ("p_places", _COUNTS),  # payments per place cell, "lat:lon" of its centre
     ("p_devices", _COUNTS),  # payments per device
+    ("p_hours", _COUNTS),  # payments per hour of the day (UTC), "0" to "23"
 )
 
 # One row per alert type and scenario per evaluation (`./spark-submit.sh evaluate`); the

@@ -15,7 +15,7 @@ from txwatch.model_scorer import ModelScorer
 from txwatch.training import write_profiles
 from udfs.geo import haversine_m_py
 from udfs.model_alerts import model_outlier_alerts
-from udfs.model_features import FEATURES_SQL, as_seen, customer_profiles, leave_one_out
+from udfs.model_features import FEATURES, FEATURES_SQL, as_seen, customer_profiles, leave_one_out
 from udfs.payment_history import payment_history_stream
 from udfs.similarity import BehaviourTokens
 from udfs.velocity import count_prior, with_velocity
@@ -301,3 +301,95 @@ def test_stream_velocity_equals_training_velocity(spark, tmp_path):
     streamed = {tuple(r) for r in spark.table("velocity_test").select(*columns).collect()}
     expected = {tuple(r) for r in with_velocity(history_df).select(*columns).collect()}
     assert streamed == expected
+
+
+def test_unusual_hour_against_the_customer_own_hours(spark):
+    # u1 pays at 08:00, 09:00, 10:00 and 11:00 (T0 + 0..3 h)
+    history_df = spark.createDataFrame(HISTORY, COLUMNS)
+    new_df = spark.createDataFrame(
+        [
+            payment("n1", 10.0, t=-6),  # 02:00: none of the 4 within an hour
+            payment("n2", 10.0, t=1.5),  # 09:30: 08:00, 09:00 and 10:00 are
+            payment("n3", 10.0, t=16.5),  # 00:30 the next day: none (23:00, 00:00, 01:00)
+        ],
+        COLUMNS,
+    )
+    seen = features(as_seen(with_velocity(new_df), customer_profiles(history_df)))
+    rows = {r.transaction_id: r for r in seen.collect()}
+    expected = 4 * 3 / 24  # 4 payments x the 3 hours of 24 a window spans
+    assert rows["n1"].usual_hour_count == 0
+    assert rows["n1"].unusual_hour == pytest.approx(expected / math.sqrt(expected + 1))
+    assert rows["n2"].usual_hour_count == 3
+    assert rows["n2"].unusual_hour == 0.0  # more than a customer paying at any hour
+    assert rows["n3"].usual_hour_count == 0  # the window wraps around midnight
+    # leave one out: h2 (09:00) against u1's other payments (08:00 and 10:00 are near)
+    loo = features(leave_one_out(with_velocity(history_df), customer_profiles(history_df)))
+    h2 = loo.filter(F.col("transaction_id") == "h2").first()
+    assert h2.usual_hour_count == 2 and h2.usual_n == 3 and h2.unusual_hour == 0.0
+    h4 = loo.filter(F.col("transaction_id") == "h4").first()  # 11:00: only 10:00 is near
+    assert h4.usual_hour_count == 1 and h4.unusual_hour == 0.0  # 1 > 3 x 3/24
+
+
+def test_training_leaves_the_hour_out_of_a_short_history():
+    from txwatch.training import model_features
+    from udfs.model_features import FEATURES
+
+    two_days = 2 * 86400.0
+    assert model_features(3 * 86400.0, two_days) == FEATURES
+    short = model_features(4 * 3600.0, two_days)
+    assert "unusual_hour" not in short and len(short) == len(FEATURES) - 1
+
+
+def days_of_habits(spark, users=30, days=7, seed=5):
+    """Customers who pay by day (09:00-19:00), a third of them also by night (22:00-02:00)."""
+    rng = random.Random(seed)
+    start = datetime(2026, 1, 5)
+    rows = []
+    for u in range(users):
+        night_owl = u % 3 == 0
+        usual = rng.uniform(2.0, 4.0)
+        home = (48.8 + rng.uniform(0, 0.2), 2.3 + rng.uniform(0, 0.2))
+        for day in range(days):
+            for i in range(6):
+                hour = rng.uniform(22, 26) if night_owl and i < 2 else rng.uniform(9, 19)
+                pos = (home[0] + rng.gauss(0, 0.01), home[1] + rng.gauss(0, 0.01))
+                rows.append(
+                    (
+                        f"t{u}-{day}-{i}",
+                        f"u{u}",
+                        f"d{u}",
+                        rng.choice(("grocery", "cafe", "fuel")),
+                        round(math.exp(rng.gauss(usual, 0.4)), 2),
+                        "EUR",
+                        "approved",
+                        *pos,
+                        start + timedelta(days=day, hours=hour),
+                    )
+                )
+    return spark.createDataFrame(rows, COLUMNS)
+
+
+def test_a_day_customer_paying_at_night_stands_out_by_the_hour(spark):
+    history_df = days_of_habits(spark)
+    profiles_df = customer_profiles(history_df)
+    seen_df = leave_one_out(with_velocity(history_df), profiles_df).persist()
+    # u1 pays by day only
+    at = {"n-day": datetime(2026, 1, 12, 13, 0), "n-night": datetime(2026, 1, 13, 0, 30)}
+    usual = history_df.filter("transaction_id = 't1-0-0'").first()  # one of u1's own
+    new_df = spark.createDataFrame(
+        [(tx, *usual[1:-1], t) for tx, t in at.items()], COLUMNS
+    )  # that payment again, at 13:00 and at 00:30
+    seen_new = as_seen(with_velocity(new_df), profiles_df)
+    scores = {}
+    for name, features in (("with", FEATURES), ("without", FEATURES[:-1])):
+        fitted = model.fit_model(seen_df, 2, seed=1, features=features)
+        threshold = model.calibrate_threshold(model.score(fitted, seen_df), 0.99)
+        rows = model.score(fitted, seen_new).collect()
+        scores[name] = {r.transaction_id: r.outlier_score / threshold for r in rows}
+        assert model.model_features(fitted) == features
+    assert scores["with"]["n-night"] > 1.0 > scores["with"]["n-day"]
+    assert scores["without"]["n-night"] < 1.0  # nothing else about it is unusual
+    explained = model.score(
+        model.fit_model(seen_df, 2, seed=1), seen_new.filter("transaction_id = 'n-night'")
+    ).select(model.explanation().alias("why"))
+    assert "at 00:30 UTC, 0 of 42 past payments within an hour" in explained.first().why

@@ -103,6 +103,7 @@ COMMENTS = {
     "p_categories": "payments per merchant category",
     "p_places": "payments per place cell (0.1 degree), keyed lat:lon of its centre",
     "p_devices": "payments per device token",
+    "p_hours": "payments per hour of the day (UTC), keyed 0 to 23",
     # Evaluation
     "evaluated_at": "when the evaluation ran (UTC)",
     "code_version": "git describe of the code that evaluated",

@@ -90,6 +90,7 @@ class ModelConf:
     threshold_quantile: float
     seed: int
     refresh_interval: str
+    hour_min_history: str
 
     def registry(self, lake_root: str) -> str:
         """The MLflow tracking/registry URI, ``{lake_root}`` filled in."""
@@ -310,7 +311,10 @@ def _check_durations(conf: Conf) -> None:
         (f"conf.metrics.{spec.name}", getattr(conf.metrics, spec.name))
         for spec in fields(conf.metrics)
     ]
-    where_values += [("conf.model.refresh_interval", conf.model.refresh_interval)]
+    where_values += [
+        (f"conf.model.{name}", getattr(conf.model, name))
+        for name in ("refresh_interval", "hour_min_history")
+    ]
     where_values += [
         (f"conf.similarity.{name}", getattr(conf.similarity, name))
         for name in (
