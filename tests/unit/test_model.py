@@ -99,21 +99,18 @@ def population(spark, users=30, per_user=25, seed=3):
         usual = rng.uniform(2.0, 4.0)
         home = (48.8 + rng.uniform(0, 0.2), 2.3 + rng.uniform(0, 0.2))
         for i in range(per_user):
-            pos = (home[0] + rng.gauss(0, 0.01), home[1] + rng.gauss(0, 0.01))
-            rows.append(
-                (
-                    f"t{u}-{i}",
-                    f"u{u}",
-                    f"d{u}",
-                    rng.choice(("grocery", "cafe", "fuel")),
-                    round(math.exp(rng.gauss(usual, 0.4)), 2),
-                    "EUR",
-                    "approved" if rng.random() > 0.05 else "denied",
-                    *pos,
-                    T0 + timedelta(minutes=17 * i + u),
-                )
-            )
+            when = T0 + timedelta(minutes=17 * i + u)
+            rows.append(habit_payment(rng, f"t{u}-{i}", u, usual, home, when, decline_rate=0.05))
     return spark.createDataFrame(rows, COLUMNS)
+
+
+def habit_payment(rng, tx_id, u, usual, home, when, decline_rate=0.0):
+    """A payment of customer ``u`` near ``home``, of about exp(``usual``) EUR."""
+    pos = (home[0] + rng.gauss(0, 0.01), home[1] + rng.gauss(0, 0.01))
+    category = rng.choice(("grocery", "cafe", "fuel"))
+    amount = round(math.exp(rng.gauss(usual, 0.4)), 2)
+    status = "approved" if not decline_rate or rng.random() > decline_rate else "denied"
+    return (tx_id, f"u{u}", f"d{u}", category, amount, "EUR", status, *pos, when)
 
 
 def fit(spark, conf, clusters):
@@ -352,20 +349,8 @@ def days_of_habits(spark, users=30, days=7, seed=5):
         for day in range(days):
             for i in range(6):
                 hour = rng.uniform(22, 26) if night_owl and i < 2 else rng.uniform(9, 19)
-                pos = (home[0] + rng.gauss(0, 0.01), home[1] + rng.gauss(0, 0.01))
-                rows.append(
-                    (
-                        f"t{u}-{day}-{i}",
-                        f"u{u}",
-                        f"d{u}",
-                        rng.choice(("grocery", "cafe", "fuel")),
-                        round(math.exp(rng.gauss(usual, 0.4)), 2),
-                        "EUR",
-                        "approved",
-                        *pos,
-                        start + timedelta(days=day, hours=hour),
-                    )
-                )
+                when = start + timedelta(days=day, hours=hour)
+                rows.append(habit_payment(rng, f"t{u}-{day}-{i}", u, usual, home, when))
     return spark.createDataFrame(rows, COLUMNS)
 
 
