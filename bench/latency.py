@@ -406,6 +406,7 @@ def write_job_conf(
     table_trigger: str | None,
     model_registry: str | None = None,
     alert_table_trigger: str | None = None,
+    scoring_trigger: str | None = None,
 ) -> Path:
     path = LAT_DIR / f"conf-{rate}.yaml"
     stream = {}
@@ -415,6 +416,8 @@ def write_job_conf(
         stream["trigger_interval"] = table_trigger
     if alert_table_trigger:
         stream["alert_table_trigger_interval"] = alert_table_trigger
+    if scoring_trigger:
+        stream["scoring_trigger_interval"] = scoring_trigger
     overrides = {
         "extends": str(BASE_CONF),
         "lake_root": str(LAT_DIR / f"lake-{rate}"),
@@ -477,6 +480,7 @@ def run_rate(rate: int, args: argparse.Namespace) -> Run:
         args.table_trigger,
         args.model_registry,
         args.alert_table_trigger,
+        args.scoring_trigger,
     )
     conf = load_conf(conf_path)
     shutil.rmtree(conf.lake_root, ignore_errors=True)
@@ -731,7 +735,8 @@ def rate_table(run: Run, fig: Figures, args: argparse.Namespace) -> str:
     stream = load_conf(LAT_DIR / f"conf-{run.rate}.yaml").stream
     header = (
         f"txwatch latency at {run.rate:,} events/s: alert trigger {stream.alert_trigger_interval}, "
-        f"table trigger {stream.trigger_interval}, {args.minutes:g} min measured after "
+        f"table trigger {stream.trigger_interval}, scoring trigger "
+        f"{stream.scoring_trigger_interval}, {args.minutes:g} min measured after "
         f"{args.warmup_s:g} s of warm-up, {os.cpu_count()} cores"
     )
     lines = [header, "-" * len(header)]
@@ -792,6 +797,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--alert-table-trigger",
         help="override stream.alert_table_trigger_interval (the alerts query)",
+    )
+    parser.add_argument(
+        "--scoring-trigger",
+        help="override stream.scoring_trigger_interval (the payment_scoring query)",
     )
     parser.add_argument(
         "--model-registry",
