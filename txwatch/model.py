@@ -210,7 +210,7 @@ def _feature_texts() -> dict[str, Column]:
             F.col("usual_hour_count").cast("long").cast("string"),
             F.lit(" of "),
             n.cast("string"),
-            F.lit(" past payments within an hour of that time of day"),
+            F.lit(" past payments in the clock hours around it"),
         ),
     }
 

@@ -44,8 +44,8 @@ FEATURES = (
 # standard deviations of ln(1 + amount) are taken as at least this.
 MIN_LOG_AMOUNT_SD = 0.3
 
-# A payment's hour of the day is compared with the customer's payments within this many
-# hours of it (either side, around midnight too).
+# A payment's clock hour of the day is compared with the customer's payments in that hour
+# and this many clock hours either side (around midnight too): 23:00-01:59 for 00:30.
 HOUR_WINDOW = 1
 
 # Places are counted per cell of this many degrees (about 11 km north-south): a payment's
@@ -111,8 +111,8 @@ def _hour_key(hour: Column) -> Column:
 
 
 def _near_hour_count(hours: Column) -> Column:
-    """The payments of ``hours`` (a profile's counts per hour) within HOUR_WINDOW hours of
-    the payment's own hour of the day."""
+    """The payments of ``hours`` (a profile's counts per clock hour) in the payment's own
+    clock hour of the day and the HOUR_WINDOW ones either side (wrapping at midnight)."""
     hour = F.hour("event_time")
     near = [
         F.coalesce(hours[_hour_key(F.pmod(hour + k, F.lit(24)))], F.lit(0))
@@ -209,10 +209,10 @@ def leave_one_out(transactions_df: DataFrame, profiles_df: DataFrame) -> DataFra
     ).filter(F.col("usual_n") >= MIN_HISTORY)
 
 
-# unusual_hour: how far the customer's payments near this hour of the day (within
-# HOUR_WINDOW hours) fall short of what a customer paying at any hour would have, in Poisson
-# standard deviations: max(0, expected - count) / sqrt(expected + 1), expected = usual_n x
-# (2 HOUR_WINDOW + 1) / 24. A customer with 42 daytime payments paying at 00:30 scores 2.1;
+# unusual_hour: how far the customer's payments near this hour of the day (its clock hour
+# and HOUR_WINDOW either side) fall short of what a customer paying at any hour would have,
+# in Poisson standard deviations: max(0, expected - count) / sqrt(expected + 1), expected =
+# usual_n x (2 HOUR_WINDOW + 1) / 24. A customer with 42 daytime payments paying at 00:30 scores 2.1;
 # at their usual hours, or with few payments, about 0. It needs a history that covers
 # every hour of the day (training leaves it out otherwise: model.hour_min_history).
 _HOURS_EXPECTED = f"(usual_n * {(2 * HOUR_WINDOW + 1) / 24!r}D)"

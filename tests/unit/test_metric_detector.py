@@ -272,7 +272,7 @@ def _v1_bytes(state: SeriesState) -> bytes:
 
 
 def test_a_checkpoint_from_before_the_weekly_profile_is_read_and_continues() -> None:
-    points = _weekly(300.0, 3, 1)
+    points = _weekly(300.0, 6, 1)
     state = SeriesState.new()
     for t, x in points[:3000]:  # 10 days: the daily profile is filled
         score_point(state, t, x, CFG)
@@ -282,6 +282,9 @@ def test_a_checkpoint_from_before_the_weekly_profile_is_read_and_continues() -> 
     assert len(old.week) == 7 * 288 // 6 and all(v != v for v in old.week)  # empty, 336 buckets
     scores = [score_point(old, t, x, CFG) for t, x in points[3000:]]
     assert all(0.0 <= p.anomaly_score <= 1.0 for p in scores)
+    # its weekly profile learns from the upgrade on, and competes 15 days after it
+    assert old.model == 2.0
+    assert _monday_morning_detections(points[3000:], scores, 3000 / 288 + 15) == []
     assert old.to_bytes()[:4] == b"TXSD"  # written back in the new format
     assert SeriesState.from_bytes(old.to_bytes()).to_bytes() == old.to_bytes()
 
@@ -291,8 +294,10 @@ def test_unreadable_states_are_refused() -> None:
     for t, x in _counts(5.0, 0.1):
         score_point(state, t, x, CFG)
     data = state.to_bytes()
-    with pytest.raises(ValueError, match="newer than this code"):
+    with pytest.raises(ValueError, match="this code reads formats 1 and 2"):
         SeriesState.from_bytes(b"TXSD" + struct.pack("<I", 99) + data[8:])
+    with pytest.raises(ValueError, match="not a SeriesState"):
+        SeriesState.from_bytes(b"TXSD")
     with pytest.raises(ValueError, match="not a SeriesState"):
         SeriesState.from_bytes(data[:-8])
     with pytest.raises(ValueError, match="not a SeriesState"):

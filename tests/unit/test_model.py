@@ -377,4 +377,6 @@ def test_a_day_customer_paying_at_night_stands_out_by_the_hour(spark):
     explained = model.score(
         model.fit_model(seen_df, 2, seed=1), seen_new.filter("transaction_id = 'n-night'")
     ).select(model.explanation().alias("why"))
-    assert "at 00:30 UTC, 0 of 42 past payments within an hour" in explained.first().why
+    assert (
+        "at 00:30 UTC, 0 of 42 past payments in the clock hours around it" in explained.first().why
+    )
