@@ -212,8 +212,8 @@ def leave_one_out(transactions_df: DataFrame, profiles_df: DataFrame) -> DataFra
 # unusual_hour: how far the customer's payments near this hour of the day (its clock hour
 # and HOUR_WINDOW either side) fall short of what a customer paying at any hour would have,
 # in Poisson standard deviations: max(0, expected - count) / sqrt(expected + 1), expected =
-# usual_n x (2 HOUR_WINDOW + 1) / 24. A customer with 42 daytime payments paying at 00:30 scores 2.1;
-# at their usual hours, or with few payments, about 0. It needs a history that covers
+# usual_n x (2 HOUR_WINDOW + 1) / 24. A customer with 42 daytime payments paying at 00:30
+# scores 2.1; at their usual hours, or with few payments, about 0. It needs a history that covers
 # every hour of the day (training leaves it out otherwise: model.hour_min_history).
 _HOURS_EXPECTED = f"(usual_n * {(2 * HOUR_WINDOW + 1) / 24!r}D)"
 
