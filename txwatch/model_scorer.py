@@ -48,10 +48,9 @@ def load(spark: SparkSession, found: registry.ModelVersion) -> LoadedModel:
         .option("versionAsOf", int(params["profiles_version"]))
         .load(params["profiles_table"])
     )
-    for name in ("p_hours",):  # profiles written before the column (their models ignore it)
-        if name not in profiles_df.columns:
-            counts = CUSTOMER_PROFILES[name].dataType
-            profiles_df = profiles_df.withColumn(name, F.create_map().cast(counts))
+    if "p_hours" not in profiles_df.columns:  # written before the column; its model ignores it
+        counts = CUSTOMER_PROFILES["p_hours"].dataType
+        profiles_df = profiles_df.withColumn("p_hours", F.create_map().cast(counts))
     pipeline = PipelineModel.load(found.model_path)
     return LoadedModel(
         found.version,

@@ -55,7 +55,7 @@ def history(
     return df
 
 
-def model_features(span_s: float, hour_min_history_s: float) -> tuple[str, ...]:
+def features_for_span(span_s: float, hour_min_history_s: float) -> tuple[str, ...]:
     """The features to fit on a history spanning ``span_s`` seconds: all of them, but the
     hour of the day only when the history spans at least ``hour_min_history_s``."""
     if span_s >= hour_min_history_s:
@@ -94,7 +94,7 @@ def train(
             )
         window = payments_df.agg(F.min("event_time"), F.max("event_time")).collect()[0]
         span_s = (window[1] - window[0]).total_seconds()
-        features = model_features(span_s, duration_s(cfg.hour_min_history))
+        features = features_for_span(span_s, duration_s(cfg.hour_min_history))
         if "unusual_hour" not in features:
             print(
                 f"train: the hour of the day is left out: the payments span {span_s / 3600:.1f} h,"

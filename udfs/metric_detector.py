@@ -108,7 +108,6 @@ from dataclasses import dataclass
 
 DAY_S = 86400.0
 WEEK_S = 7 * DAY_S
-HOUR_S = 3600.0
 MAX_BUCKETS = 288  # daily profile resolution cap: 5 minutes
 MAX_WEEK_BUCKETS = 336  # weekly profile resolution cap: 30 minutes (Monday 00:00 UTC first)
 _MONDAY = 3 * DAY_S  # epoch + 3 days is a Sunday 00:00: (t + _MONDAY) % WEEK_S is 0 on Mondays

@@ -328,12 +328,11 @@ def test_unusual_hour_against_the_customer_own_hours(spark):
 
 
 def test_training_leaves_the_hour_out_of_a_short_history():
-    from txwatch.training import model_features
-    from udfs.model_features import FEATURES
+    from txwatch.training import features_for_span
 
     two_days = 2 * 86400.0
-    assert model_features(3 * 86400.0, two_days) == FEATURES
-    short = model_features(4 * 3600.0, two_days)
+    assert features_for_span(3 * 86400.0, two_days) == FEATURES
+    short = features_for_span(4 * 3600.0, two_days)
     assert "unusual_hour" not in short and len(short) == len(FEATURES) - 1
 
 
