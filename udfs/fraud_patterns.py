@@ -8,7 +8,7 @@ anything (``common_tokens``).
 
 In the stream each account's *new* tokens (first used within ``similarity.new_window``,
 not in the ``similarity.habit_window`` before: ``add_new_tokens``, a step of the stateful
-operator of ``udfs.payment_history``, keyed by a bucket of accounts) are hashed with
+operator of ``udfs.payment_history``) are hashed with
 datasketch's ``MinHash`` and looked up in a datasketch ``MinHashLSH`` index of the
 patterns (``PatternIndex``, built on the driver, broadcast to the executors, rebuilt when
 the patterns change). The index only finds candidates; the
@@ -32,7 +32,6 @@ import pyspark.sql.types as T
 from pyspark.sql import DataFrame
 
 from udfs.alerts import severity_from_score, to_alerts
-from udfs.bucket_state import from_ipc, to_ipc
 
 ALERT_TYPE_SIMILAR_TO_FRAUD = "similar_to_fraud"
 # Tokens of the matched pattern named in the reason.
@@ -63,12 +62,14 @@ MATCH_SCHEMA = T.StructType(
         T.StructField("shared_tokens", T.ArrayType(T.StringType())),
     ]
 )
-STATE_SCHEMA = T.StructType([T.StructField("tokens", T.BinaryType())])
+KnownTokens = dict[tuple[str, str], list[int]]
+"""(account, token) -> [first use, last use], in ms of event time."""
 
 
-def add_new_tokens(df: Any, stored: bytes | None, new_ms: int, habit_ms: int) -> tuple[Any, bytes]:
-    """A bucket's new payments (pandas, with ``tokens``) with ``new_tokens``, and the state
-    to keep.
+def add_new_tokens(
+    df: Any, known: KnownTokens, new_ms: int, habit_ms: int
+) -> tuple[Any, KnownTokens]:
+    """New payments (pandas, with ``tokens``) with ``new_tokens``, and the tokens to keep.
 
     A payment's new tokens are its account's tokens first used within ``new_ms`` before
     it. A token is *new* for an account from its first use until ``new_ms`` later; one the
@@ -77,14 +78,13 @@ def add_new_tokens(df: Any, stored: bytes | None, new_ms: int, habit_ms: int) ->
     and shops are, for ``new_ms``: what the stream compares with the patterns, which are
     built the same way (an incident's tokens less the account's other tokens).
 
-    ``stored`` is the bucket's state (None at first): its accounts' tokens with the time
-    each was first and last used (Arrow IPC bytes), about 40 bytes per account and token.
-    A payment sees the payments of its account that arrived before it.
+    ``known`` holds the tokens these payments' accounts used before, with the time each
+    was first and last used (it is updated in place); the tokens to keep are those of
+    ``known`` used within ``habit_ms`` before the newest payment. A payment sees the
+    payments of its account that arrived before it.
     """
     df["_ms"] = df["event_time"].to_numpy(dtype="datetime64[ms]").astype("int64")
     df = df.sort_values(["_ms", "transaction_id"], kind="stable").reset_index(drop=True)
-    # (account, token) -> [first use, last use], in ms of event time.
-    known: dict[tuple[str, str], list[int]] = _read_tokens(stored) if stored is not None else {}
     by_account: dict[str, set[str]] = {}
     for account, token in known:
         by_account.setdefault(account, set()).add(token)
@@ -105,27 +105,7 @@ def add_new_tokens(df: Any, stored: bytes | None, new_ms: int, habit_ms: int) ->
     df["new_tokens"] = new_tokens
     newest = int(df["_ms"].max())
     kept = {k: v for k, v in known.items() if v[1] >= newest - habit_ms}
-    return df.drop(columns=["_ms"]), _write_tokens(kept)
-
-
-def _read_tokens(blob: Any) -> dict[tuple[str, str], list[int]]:
-    table = from_ipc(blob)
-    columns = [table.column(name).to_pylist() for name in ("user_id", "token", "first", "last")]
-    return {(u, t): [f, la] for u, t, f, la in zip(*columns, strict=True)}
-
-
-def _write_tokens(known: dict[tuple[str, str], list[int]]) -> bytes:
-    import pyarrow as pa
-
-    keys, times = list(known), list(known.values())
-    return to_ipc(
-        {
-            "user_id": pa.array([k[0] for k in keys], pa.string()),
-            "token": pa.array([k[1] for k in keys], pa.string()),
-            "first": pa.array([t[0] for t in times], pa.int64()),
-            "last": pa.array([t[1] for t in times], pa.int64()),
-        }
-    )
+    return df.drop(columns=["_ms"]), kept
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ For a payment at time t: ``prior_payments_10m`` and ``prior_declines_10m``, the 
 other payments (declined ones) with an event time in [t - 10 min, t], and
 ``prior_payments_1h`` the same over the hour. Training computes them over the history with
 window functions (``with_velocity``); the stream keeps each customer's last hour of
-payments in state (``add_velocity``, a step of ``udfs.payment_history``'s stateful operator
-keyed by a bucket of customers) and counts the same way, so a payment sees the same numbers
-in both as long as the earlier payments arrived before it.
+payments in state (``add_velocity``, a step of ``udfs.payment_history``'s stateful operator)
+and counts the same way, so a payment sees the same numbers in both as long as the earlier
+payments arrived before it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import pyspark.sql.functions as F
 import pyspark.sql.types as T
 from pyspark.sql import DataFrame, Window, WindowSpec
 
-from udfs.bucket_state import from_ipc, to_ipc
 from udfs.model_features import DECLINED_STATUSES
 
 WINDOWS_S = {"prior_payments_10m": 600, "prior_payments_1h": 3600}
@@ -45,8 +44,6 @@ OUTPUT_SCHEMA = T.StructType(
     [T.StructField(name, data_type) for name, data_type in PAYMENT_COLUMNS]
     + [T.StructField(name, T.LongType()) for name in VELOCITY_COLUMNS]
 )
-# Per bucket of customers: their last hour of payments (see add_velocity).
-STATE_SCHEMA = T.StructType([T.StructField("payments", T.BinaryType())])
 
 
 def _is_declined() -> F.Column:
@@ -106,17 +103,18 @@ def count_prior(
     return counts, order
 
 
-def add_velocity(df: Any, stored: bytes | None) -> tuple[Any, bytes]:
-    """A bucket's new payments (pandas) with the velocity columns, and the state to keep.
+def add_velocity(df: Any, kept: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+    """New payments (pandas) with the velocity columns, and the payments to keep.
 
-    ``stored`` is the bucket's state (None at first): its customers' payments of the last
-    hour (customer, event time, declined) as Arrow IPC bytes; the new state adds the new
-    payments and drops what is older than an hour before the newest.
+    ``kept`` holds the earlier payments of these payments' customers (None when there are
+    none): ``user_id``, ``time_ms`` and ``declined`` arrays, grouped by customer and in time
+    order within one. The payments to keep are the same arrays, old and new together in
+    that order, without what is older than an hour before the newest.
     """
     import numpy as np
     import pandas as pd
 
-    kept = _read_payments(stored) if stored is not None else _no_payments()
+    kept = kept if kept is not None else no_payments()
     users = pd.Index(pd.unique(np.concatenate([kept["user_id"], df["user_id"].to_numpy()])))
     df["_code"] = users.get_indexer(df["user_id"])
     df["_ms"] = df["event_time"].to_numpy(dtype="datetime64[ms]").astype("int64")
@@ -137,12 +135,15 @@ def add_velocity(df: Any, stored: bytes | None) -> tuple[Any, bytes]:
     recent = times >= times.max() - KEEP_S * 1000
     for name in VELOCITY_COLUMNS:
         df[name] = counts[name].astype("int64")
-    return df.drop(columns=["_code", "_ms"]), _write_payments(
-        user_ids[recent], times[recent], declined[recent]
-    )
+    return df.drop(columns=["_code", "_ms"]), {
+        "user_id": user_ids[recent],
+        "time_ms": times[recent],
+        "declined": declined[recent],
+    }
 
 
-def _no_payments() -> dict[str, Any]:
+def no_payments() -> dict[str, Any]:
+    """``add_velocity``'s kept payments, none."""
     import numpy as np
 
     return {
@@ -150,24 +151,3 @@ def _no_payments() -> dict[str, Any]:
         "time_ms": np.empty(0, dtype="int64"),
         "declined": np.empty(0, dtype="int64"),
     }
-
-
-def _read_payments(blob: Any) -> dict[str, Any]:
-    table = from_ipc(blob)
-    return {
-        "user_id": table.column("user_id").to_numpy(zero_copy_only=False),
-        "time_ms": table.column("time_ms").to_numpy(),
-        "declined": table.column("declined").to_numpy().astype("int64"),
-    }
-
-
-def _write_payments(user_ids: Any, times_ms: Any, declined: Any) -> bytes:
-    import pyarrow as pa
-
-    return to_ipc(
-        {
-            "user_id": pa.array(user_ids, pa.string()),
-            "time_ms": pa.array(times_ms, pa.int64()),
-            "declined": pa.array(declined.astype("int8"), pa.int8()),
-        }
-    )

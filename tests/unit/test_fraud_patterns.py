@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import pyspark.sql.functions as F
 
+from txwatch.queries.base import query_sql_conf
 from udfs.fraud_patterns import (
     MATCH_SCHEMA,
     Pattern,
@@ -14,7 +15,7 @@ from udfs.fraud_patterns import (
     match_batches,
     similar_to_fraud_alerts,
 )
-from udfs.payment_history import payment_history_stream
+from udfs.payment_history import QUERY_SQL_CONF, payment_history_stream
 from udfs.similarity import BehaviourTokens, behaviour_tokens
 
 T0 = datetime(2026, 1, 5, 9, 0)
@@ -100,14 +101,15 @@ def test_new_tokens_over_micro_batches_equal_a_brute_force_count(spark, tmp_path
         .parquet(str(source))
         .withColumn("status", F.lit("approved"))
     )
-    query = (
-        payment_history_stream(stream_df, TOKENS, new_s=1800.0, habit_s=3600.0)
-        .writeStream.format("memory")
-        .queryName("new_tokens_test")
-        .option("checkpointLocation", str(tmp_path / "ck"))
-        .trigger(availableNow=True)
-        .start()
-    )
+    with query_sql_conf(spark, QUERY_SQL_CONF):
+        query = (
+            payment_history_stream(stream_df, TOKENS, new_s=1800.0, habit_s=3600.0)
+            .writeStream.format("memory")
+            .queryName("new_tokens_test")
+            .option("checkpointLocation", str(tmp_path / "ck"))
+            .trigger(availableNow=True)
+            .start()
+        )
     query.awaitTermination()
     assert len([p for p in query.recentProgress if p.numInputRows]) > 1
     got = {r.transaction_id: sorted(r.new_tokens) for r in spark.table("new_tokens_test").collect()}

@@ -12,11 +12,12 @@ from pyspark.ml.feature import SQLTransformer
 
 from txwatch import model, registry
 from txwatch.model_scorer import ModelScorer
+from txwatch.queries.base import query_sql_conf
 from txwatch.training import write_profiles
 from udfs.geo import haversine_m_py
 from udfs.model_alerts import model_outlier_alerts
 from udfs.model_features import FEATURES, FEATURES_SQL, as_seen, customer_profiles, leave_one_out
-from udfs.payment_history import payment_history_stream
+from udfs.payment_history import QUERY_SQL_CONF, payment_history_stream
 from udfs.similarity import BehaviourTokens
 from udfs.velocity import count_prior, with_velocity
 
@@ -284,14 +285,15 @@ def test_stream_velocity_equals_training_velocity(spark, tmp_path):
             }
         )
     )
-    query = (
-        payment_history_stream(stream_df, BehaviourTokens(5, 6), new_s=1800.0, habit_s=3600.0)
-        .writeStream.format("memory")
-        .queryName("velocity_test")
-        .option("checkpointLocation", str(tmp_path / "ck"))
-        .trigger(availableNow=True)
-        .start()
-    )
+    with query_sql_conf(spark, QUERY_SQL_CONF):
+        query = (
+            payment_history_stream(stream_df, BehaviourTokens(5, 6), new_s=1800.0, habit_s=3600.0)
+            .writeStream.format("memory")
+            .queryName("velocity_test")
+            .option("checkpointLocation", str(tmp_path / "ck"))
+            .trigger(availableNow=True)
+            .start()
+        )
     query.awaitTermination()
     assert len([p for p in query.recentProgress if p.numInputRows]) > 1
     columns = ["transaction_id", "prior_payments_10m", "prior_declines_10m", "prior_payments_1h"]

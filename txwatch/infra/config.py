@@ -231,6 +231,13 @@ class SparkConf:
     options: dict[str, str] = field(default_factory=dict)
 
 
+# A query whose state changed in a way Spark cannot resume from its older checkpoints gets
+# a new checkpoint folder, <query>.v<version>, and starts over from
+# kafka.starting_offsets. payment_scoring 2: its history is one map state by customer,
+# with a TTL, where version 1 kept one value per bucket of customers.
+CHECKPOINT_VERSIONS = {"payment_scoring": 2}
+
+
 @dataclass(frozen=True)
 class Conf:
     lake_root: str
@@ -255,7 +262,9 @@ class Conf:
 
     def checkpoint_path(self, query_name: str) -> str:
         """The checkpoint folder of the streaming query ``query_name``."""
-        return f"{self.lake_root.rstrip('/')}/_checkpoints/{query_name}"
+        version = CHECKPOINT_VERSIONS.get(query_name, 1)
+        folder = query_name if version == 1 else f"{query_name}.v{version}"
+        return f"{self.lake_root.rstrip('/')}/_checkpoints/{folder}"
 
     def travel_join(self) -> TravelJoin:
         """The join parameters of the impossible-travel transform."""

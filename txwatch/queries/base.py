@@ -8,7 +8,8 @@ runner (``txwatch.queries.runner``) starts a list of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
@@ -51,14 +52,41 @@ class RunContext:
             "checkpointLocation", self.conf.checkpoint_path(query_name)
         )
 
-    def start(self, writer: DataStreamWriter, pool: str = TABLES_POOL) -> StreamingQuery:
-        """Start the query with its jobs in scheduler pool ``pool``."""
+    def start(
+        self,
+        writer: DataStreamWriter,
+        pool: str = TABLES_POOL,
+        sql_conf: Mapping[str, str] | None = None,
+    ) -> StreamingQuery:
+        """Start the query with its jobs in scheduler pool ``pool``.
+
+        ``sql_conf``: SQL settings of this query only. A query keeps a copy of the
+        session's SQL settings from its start, so they are set for the start and restored.
+        """
         context = self.spark.sparkContext
         context.setLocalProperty("spark.scheduler.pool", pool)
         try:
-            return writer.start()
+            with query_sql_conf(self.spark, sql_conf or {}):
+                return writer.start()
         finally:
             context.setLocalProperty("spark.scheduler.pool", None)  # type: ignore[arg-type]
+
+
+@contextmanager
+def query_sql_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
+    """Set SQL settings on the session for a ``with`` block (a query's start), then restore
+    the earlier values."""
+    before = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, earlier in before.items():
+            if earlier is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, earlier)
 
 
 @dataclass(frozen=True)
