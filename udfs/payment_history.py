@@ -10,9 +10,13 @@ payments makes one pass through Python per bucket, and one state read and write 
 customer of the batch: its cost follows the batch, not how many customers there are.
 
 A customer's state is their last hour of payments and the tokens they used within
-``similarity.habit_window``, a few hundred bytes. A customer who has not paid for a
-``habit_window`` of processing time is forgotten (the map state's TTL), so the state holds
-the customers active in that window, not every customer ever seen.
+``similarity.habit_window`` of event time (both windows are applied to event times, as
+before). A customer whose state has not changed for ``STATE_TTL_HABIT_WINDOWS`` habit
+windows of processing time is forgotten (the map state's TTL), so the state holds the
+customers active lately, not every customer ever seen. The TTL runs on processing time, so
+it is longer than the habit window: a job stopped for up to a habit window (Kafka's
+retention is usually shorter) catches up without forgetting anyone the habit window still
+covers; after a longer stop such customers start over, their tokens new again.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ _OUTPUT_NAMES = [f.name for f in OUTPUT_SCHEMA.fields]
 # input instead.
 QUERY_SQL_CONF = {"spark.sql.streaming.noDataMicroBatches.enabled": "false"}
 
+STATE_TTL_HABIT_WINDOWS = 2
+
 CUSTOMER_KEY_SCHEMA = T.StructType([T.StructField("user_id", T.StringType())])
 # One customer's history: payments (event time in ms, declined) in time order, and tokens
 # with the event times they were first and last used.
@@ -69,9 +75,9 @@ class PaymentHistory(StatefulProcessor):
         self.habit_ms = int(habit_s * 1000)
 
     def init(self, handle: StatefulProcessorHandle) -> None:
-        # TTL: processing time since the customer's last payment; the habit window is the
-        # longest either part looks back.
-        ttl_ms = max(self.habit_ms, velocity.KEEP_S * 1000)
+        # TTL: processing time since the customer's state last changed (module doc); the
+        # habit window is the longest either part looks back.
+        ttl_ms = STATE_TTL_HABIT_WINDOWS * max(self.habit_ms, velocity.KEEP_S * 1000)
         self.customers = handle.getMapState(
             "customers", CUSTOMER_KEY_SCHEMA, CUSTOMER_STATE_SCHEMA, ttl_ms
         )

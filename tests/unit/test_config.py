@@ -22,6 +22,8 @@ def test_local_and_cluster_configs_load(monkeypatch):
     )
     assert not cluster.kafka.create_topics and local.kafka.create_topics
     assert local.checkpoint_path("ingest") == f"{local.lake_root}/_checkpoints/ingest"
+    # a query whose state changed shape starts a checkpoint of its own
+    assert local.checkpoint_path("payment_scoring").endswith("/_checkpoints/payment_scoring.v2")
 
 
 def test_environment_overrides(monkeypatch, tmp_path):

@@ -2,7 +2,7 @@
 
 Reads the transactions topic (the same parse and checks as ``ingest``) and gives each
 payment its behaviour tokens, its velocity and what is new in its account's activity
-(``udfs.payment_history``, one stateful operator per bucket of customers). Then, per
+(``udfs.payment_history``, one stateful operator, its state by customer). Then, per
 micro-batch, two detectors look at the same cached rows:
 
 - the newest registered outlier model (``txwatch.model_scorer``): payments above its
