@@ -103,18 +103,17 @@ def count_prior(
     return counts, order
 
 
-def add_velocity(df: Any, kept: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+def add_velocity(df: Any, kept: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """New payments (pandas) with the velocity columns, and the payments to keep.
 
-    ``kept`` holds the earlier payments of these payments' customers (None when there are
-    none): ``user_id``, ``time_ms`` and ``declined`` arrays, grouped by customer and in time
+    ``kept`` holds the earlier payments of these payments' customers: ``user_id``,
+    ``time_ms`` and ``declined`` arrays (empty for none), grouped by customer and in time
     order within one. The payments to keep are the same arrays, old and new together in
     that order, without what is older than an hour before the newest.
     """
     import numpy as np
     import pandas as pd
 
-    kept = kept if kept is not None else no_payments()
     users = pd.Index(pd.unique(np.concatenate([kept["user_id"], df["user_id"].to_numpy()])))
     df["_code"] = users.get_indexer(df["user_id"])
     df["_ms"] = df["event_time"].to_numpy(dtype="datetime64[ms]").astype("int64")
@@ -139,15 +138,4 @@ def add_velocity(df: Any, kept: dict[str, Any] | None) -> tuple[Any, dict[str, A
         "user_id": user_ids[recent],
         "time_ms": times[recent],
         "declined": declined[recent],
-    }
-
-
-def no_payments() -> dict[str, Any]:
-    """``add_velocity``'s kept payments, none."""
-    import numpy as np
-
-    return {
-        "user_id": np.empty(0, dtype=object),
-        "time_ms": np.empty(0, dtype="int64"),
-        "declined": np.empty(0, dtype="int64"),
     }

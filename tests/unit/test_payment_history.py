@@ -1,11 +1,14 @@
-"""The payment_history operator's per-customer state, and a query's own SQL settings."""
+"""The payment_history operator's per-customer state, a query's own SQL settings, and the
+notice for a checkpoint of an older state version."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from txwatch.queries.base import query_sql_conf
+from txwatch.queries.base import RunContext, query_sql_conf
 from udfs import fraud_patterns, velocity
 from udfs.payment_history import pack_customers, unpack_customers
 
@@ -70,5 +73,21 @@ def test_query_sql_conf_is_set_for_the_block_and_restored(spark):
     before = spark.conf.get(other)
     with query_sql_conf(spark, {key: "false", other: "7"}):
         assert spark.conf.get(key) == "false" and spark.conf.get(other) == "7"
-    assert spark.conf.get(key, None) is None or spark.conf.get(key) == "true"
+    assert spark.conf.get(key, None) is None  # unset again, as before
     assert spark.conf.get(other) == before
+
+
+def test_a_checkpoint_of_an_older_state_version_is_named_once(spark, conf, capsys):
+    ctx = RunContext(spark, conf, available_now=True)
+    writer = spark.readStream.format("rate").load().writeStream
+    ctx.checkpoint(writer, "payment_scoring")  # a fresh lake: nothing to say
+    assert capsys.readouterr().out == ""
+    old = Path(conf.checkpoint_path("payment_scoring", 1))
+    old.mkdir(parents=True)
+    ctx.checkpoint(writer, "payment_scoring")
+    said = capsys.readouterr().out
+    assert f"starts a new checkpoint in {conf.checkpoint_path('payment_scoring')}" in said
+    assert f"{old} is no longer read" in said
+    Path(conf.checkpoint_path("payment_scoring")).mkdir(parents=True)
+    ctx.checkpoint(writer, "payment_scoring")  # the new one exists: said already
+    assert capsys.readouterr().out == ""

@@ -260,9 +260,10 @@ class Conf:
         """Where the Delta table ``table`` lives: ``lake_root/<table>``."""
         return f"{self.lake_root.rstrip('/')}/{table}"
 
-    def checkpoint_path(self, query_name: str) -> str:
-        """The checkpoint folder of the streaming query ``query_name``."""
-        version = CHECKPOINT_VERSIONS.get(query_name, 1)
+    def checkpoint_path(self, query_name: str, version: int | None = None) -> str:
+        """The checkpoint folder of the streaming query ``query_name``: of this code's
+        version of its state (``CHECKPOINT_VERSIONS``), or of ``version``."""
+        version = version or CHECKPOINT_VERSIONS.get(query_name, 1)
         folder = query_name if version == 1 else f"{query_name}.v{version}"
         return f"{self.lake_root.rstrip('/')}/_checkpoints/{folder}"
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
-from txwatch.infra.config import Conf
+from txwatch.infra.config import CHECKPOINT_VERSIONS, Conf
 
 # Scheduler pools (conf/fairscheduler.xml): the alert path and the table writers.
 ALERTS_POOL = "alerts"
@@ -48,9 +48,38 @@ class RunContext:
 
     def checkpoint(self, writer: DataStreamWriter, query_name: str) -> DataStreamWriter:
         """Name the query and give it its checkpoint under ``lake_root``."""
+        self._say_if_superseded(query_name)
         return writer.queryName(query_name).option(
             "checkpointLocation", self.conf.checkpoint_path(query_name)
         )
+
+    def _say_if_superseded(self, query_name: str) -> None:
+        """Say so when the query's checkpoint is of a state version this code no longer
+        reads (``CHECKPOINT_VERSIONS``) and its new one does not exist yet."""
+        current = self.conf.checkpoint_path(query_name)
+        older = [
+            self.conf.checkpoint_path(query_name, v)
+            for v in range(1, CHECKPOINT_VERSIONS.get(query_name, 1))
+        ]
+        if not older:
+            return
+        jvm = self.spark._jvm
+        assert jvm is not None
+        hadoop = self.spark._jsc.hadoopConfiguration()
+
+        def exists(path: str) -> bool:
+            location = jvm.org.apache.hadoop.fs.Path(path)
+            return bool(location.getFileSystem(hadoop).exists(location))
+
+        left = [path for path in older if exists(path)]
+        if left and not exists(current):
+            print(
+                f"[{query_name}] its state changed shape in this version: it starts a new "
+                f"checkpoint in {current} and reads its topics again from "
+                f"kafka.starting_offsets. {', '.join(left)} is no longer read; delete it "
+                "when you like",
+                flush=True,
+            )
 
     def start(
         self,

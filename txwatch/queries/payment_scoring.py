@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import reduce
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql.streaming import StreamingQuery
 
 from txwatch.infra.alert_sink import AlertSink
@@ -90,26 +90,7 @@ def start(ctx: RunContext) -> StreamingQuery:
         batch_writer(scorer, matcher, AlertSink(spark, conf))
     )
     writer = ctx.with_trigger(ctx.checkpoint(writer, NAME), conf.stream.scoring_trigger_interval)
-    _say_if_superseded(spark, conf)
     return ctx.start(writer, TABLES_POOL, QUERY_SQL_CONF)
-
-
-def _say_if_superseded(spark: SparkSession, conf: Conf) -> None:
-    """Say so when a checkpoint of the format-1 state (one value per bucket) is left over:
-    this version starts a new one (``CHECKPOINT_VERSIONS``)."""
-    current = conf.checkpoint_path(NAME)
-    old = f"{current.rsplit('/', 1)[0]}/{NAME}"
-    hadoop_path = spark._jvm.org.apache.hadoop.fs.Path  # type: ignore[union-attr]
-    old_path, current_path = hadoop_path(old), hadoop_path(current)
-    fs = old_path.getFileSystem(spark._jsc.hadoopConfiguration())
-    if fs.exists(old_path) and not fs.exists(current_path):
-        print(
-            f"[{NAME}] its customer history is now kept per customer: it starts a new "
-            f"checkpoint in {current} and rebuilds the history from the transactions topic "
-            f"(from kafka.starting_offsets). The old checkpoint {old} is no longer read; "
-            "delete it when you like",
-            flush=True,
-        )
 
 
 QUERY = QuerySpec(NAME, start)
