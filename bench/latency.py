@@ -350,11 +350,17 @@ def _batch_ids(folder: Path) -> list[int]:
     return [int(p.name) for p in folder.glob("[0-9]*")]
 
 
+def checkpoints(conf: Conf) -> dict[str, Path]:
+    """The checkpoint folder of each query of the pipeline that has one, by query name."""
+    folders = {q.name: Path(conf.checkpoint_path(q.name)) for q in PIPELINE}
+    return {name: folder for name, folder in folders.items() if folder.is_dir()}
+
+
 def batches_in_flight(conf: Conf) -> list[str]:
     """Queries that have started a micro-batch they have not committed yet."""
     return [
-        checkpoint.name
-        for checkpoint in Path(conf.checkpoint_path("x")).parent.iterdir()
+        name
+        for name, checkpoint in checkpoints(conf).items()
         if max(_batch_ids(checkpoint / "offsets"), default=-1)
         > max(_batch_ids(checkpoint / "commits"), default=-1)
     ]
@@ -371,7 +377,7 @@ def kafka_positions(conf: Conf) -> Positions:
         consumer.close()
     committed: dict[str, int] = {}
     reads: dict[str, tuple[str, ...]] = {}
-    for checkpoint in sorted(Path(conf.checkpoint_path("x")).parent.iterdir()):
+    for name, checkpoint in checkpoints(conf).items():
         batches = _batch_ids(checkpoint / "commits")
         if not batches:
             continue
@@ -391,8 +397,8 @@ def kafka_positions(conf: Conf) -> Positions:
                     key = (topic, partition)
                     merged[key] = min(offset, merged.get(key, offset))
         if merged:
-            committed[checkpoint.name] = sum(merged.values())
-            reads[checkpoint.name] = tuple(sorted({topic for topic, _ in merged}))
+            committed[name] = sum(merged.values())
+            reads[name] = tuple(sorted({topic for topic, _ in merged}))
     counts = {t: sum(n for tp, n in ends.items() if tp.topic == t) for t in topics}
     return Positions(at, counts, committed, reads)
 

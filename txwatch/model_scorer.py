@@ -8,6 +8,12 @@ micro-batch of payments (with their velocity, ``udfs.payment_history``) to the p
 scores them with the model's ``pyspark.ml`` pipeline (``txwatch.model``) and returns the
 ``model_outlier`` alerts of those above the model's threshold, the features that stood out
 in the reason. The ``payment_scoring`` query calls it; so does the evaluation.
+
+A version this job cannot score with (its pipeline reads a column this code does not
+compute: a newer txwatch trained it) is refused when found, said once in the log; the
+scorer keeps the version it has, or payments pass unscored, until a version it can use is
+registered or the job is upgraded. Spark's analysis of the scoring plan on no rows is the
+check: it names every column the pipeline reads.
 """
 
 from __future__ import annotations
@@ -16,13 +22,16 @@ import time
 from dataclasses import dataclass
 
 import pyspark.sql.functions as F
+from pyspark.errors import AnalysisException
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 
 from txwatch import model, registry
 from txwatch.infra.config import Conf, duration_s
+from txwatch.infra.errors import first_line
 from udfs.model_alerts import model_outlier_alerts
 from udfs.model_features import as_seen
+from udfs.payment_history import OUTPUT_SCHEMA
 from udfs.schemas import CUSTOMER_PROFILES
 
 NAME = "payment_scoring"  # the query it runs in: log lines say so
@@ -70,6 +79,7 @@ class ModelScorer:
         self._refresh_s = duration_s(conf.model.refresh_interval)
         self._checked_at = float("-inf")
         self._said_missing = False
+        self._refused_version = 0  # the newest version found unusable, not loaded again
         self.current: LoadedModel | None = None
 
     def refresh(self, force: bool = False) -> LoadedModel | None:
@@ -88,8 +98,26 @@ class ModelScorer:
                 )
                 self._said_missing = True
             return self.current
-        if self.current is None or found.version > self.current.version:
+        newest_tried = max(self.current.version if self.current else 0, self._refused_version)
+        if found.version > newest_tried:
             loaded = load(self._spark, found)
+            why_not = self._cannot_score(loaded)
+            if why_not is not None:
+                loaded.release()
+                self._refused_version = found.version
+                instead = (
+                    f"scoring goes on with version {self.current.version}"
+                    if self.current
+                    else "payments pass unscored"
+                )
+                print(
+                    f"[{NAME}] cannot score with {self._conf.model.name} version "
+                    f"{found.version}: {why_not}. The model reads what this job does not "
+                    f"compute (trained by a newer txwatch?): {instead} until a version it "
+                    "can use is registered or the job is upgraded",
+                    flush=True,
+                )
+                return self.current
             previous, self.current = self.current, loaded
             if previous is not None:
                 previous.release()
@@ -105,11 +133,24 @@ class ModelScorer:
         loaded = self.refresh()
         if loaded is None:
             return None
-        scored_df = model.score(loaded.pipeline, as_seen(payments_df, loaded.profiles_df))
-        return model_outlier_alerts(
-            scored_df,
-            loaded.threshold,
-            loaded.version,
-            model.explanation(loaded.features),
-            loaded.features,
-        )
+        return _alerts(loaded, payments_df)
+
+    def _cannot_score(self, loaded: LoadedModel) -> str | None:
+        """Why this job cannot score payments with ``loaded``, or None if it can."""
+        no_payments_df = self._spark.createDataFrame([], OUTPUT_SCHEMA)
+        try:
+            _alerts(loaded, no_payments_df)  # building the plan analyses it; nothing runs
+        except AnalysisException as err:
+            return first_line(err)
+        return None
+
+
+def _alerts(loaded: LoadedModel, payments_df: DataFrame) -> DataFrame:
+    scored_df = model.score(loaded.pipeline, as_seen(payments_df, loaded.profiles_df))
+    return model_outlier_alerts(
+        scored_df,
+        loaded.threshold,
+        loaded.version,
+        model.explanation(loaded.features),
+        loaded.features,
+    )

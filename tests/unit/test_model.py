@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import pyspark.sql.functions as F
 import pytest
+from pyspark.ml import PipelineModel
 from pyspark.ml.feature import SQLTransformer
 
 from txwatch import model, registry
@@ -193,6 +194,38 @@ def test_registered_model_scores_as_fitted_and_is_swapped_without_restart(spark,
     assert swapped is not None and swapped.version == 2
     assert swapped.threshold == threshold * 2
     assert registry.newest(conf).version == 2
+
+
+def test_a_version_this_job_cannot_score_with_is_refused_and_scoring_goes_on(
+    spark, conf, tmp_path, capsys
+):
+    fitted, threshold, profiles_version = fit(spark, conf, clusters=2)
+    # As if trained by a newer txwatch: its first stage reads a column this job does not have.
+    moon = SQLTransformer(statement="SELECT *, usual_moon_phase AS m FROM __THIS__")
+    newer = PipelineModel(stages=[moon, *fitted.stages])
+    name = conf.model.name
+    register(conf, newer, threshold, profiles_version, tmp_path, "newer-1")
+    scorer = ModelScorer(spark, conf)
+    assert scorer.refresh(force=True) is None
+    said = capsys.readouterr().out
+    assert f"cannot score with {name} version 1" in said
+    assert "usual_moon_phase" in said and "payments pass unscored" in said
+
+    register(conf, fitted, threshold, profiles_version, tmp_path, "v2")
+    assert scorer.refresh(force=True).version == 2
+    register(conf, newer, threshold, profiles_version, tmp_path, "newer-3")
+    assert scorer.refresh(force=True).version == 2
+    assert "scoring goes on with version 2" in capsys.readouterr().out
+    assert scorer.refresh(force=True).version == 2
+    assert "cannot score" not in capsys.readouterr().out  # refused once, not every refresh
+
+    odd_df = spark.createDataFrame(
+        [payment("n-odd", 5000.0, "electronics", "d-new", (40.4, -3.7), "denied", t=440 / 60)],
+        COLUMNS,
+    ).withColumn("user_id", F.lit("u0"))
+    history_df = with_velocity(population(spark).unionByName(odd_df))
+    alerts = scorer.alerts(history_df.filter(F.col("transaction_id") == "n-odd")).collect()
+    assert [(a.transaction_id, a.evidence["model_version"]) for a in alerts] == [("n-odd", 2.0)]
 
 
 def test_explanation_names_what_stands_out(spark, conf):

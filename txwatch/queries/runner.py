@@ -14,7 +14,6 @@ line and what to do.
 
 from __future__ import annotations
 
-import re
 import signal
 import time
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql.streaming import StreamingQuery
 
 from txwatch.infra.config import duration_s
-from txwatch.infra.errors import UserError
+from txwatch.infra.errors import UserError, first_line
 from txwatch.infra.maintenance import maintain_tables
 from txwatch.infra.progress import ProgressRecorder, WatermarkBounds, progress_row, write_progress
 from txwatch.infra.tables import ensure_tables
@@ -40,24 +39,10 @@ class QueryFailedError(UserError):
         self.query_name = query_name
 
 
-# Spark wraps the cause in "[STREAM_FAILED] Query [id = ..., runId = ...] terminated with
-# exception: <cause> SQLSTATE: XXKST"; the query is named by us, by name, not by UUID.
-_SPARK_WRAPPER = re.compile(r"^\[STREAM_FAILED\] Query \[[^\]]*\] terminated with exception: ")
-_SQLSTATE = re.compile(r"\s*SQLSTATE: \w+\s*$")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(getattr(error, "desc", None) or error).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        return type(error).__name__
-    return _SQLSTATE.sub("", _SPARK_WRAPPER.sub("", lines[0]))[:300]
-
-
 def describe_failure(query_name: str, error: BaseException, ctx: RunContext) -> QueryFailedError:
     """The one-line report of a query's failure, with what to do about it."""
     # The cause only: the rest of Spark's message prints the plan, which names Kafka.
-    text = _first_line(error)
+    text = first_line(error)
     bootstrap = ctx.conf.kafka.bootstrap_servers
     if any(s in text for s in ("TimeoutException", "Broker", "bootstrap", "kafka")):
         hint = (
@@ -69,7 +54,7 @@ def describe_failure(query_name: str, error: BaseException, ctx: RunContext) -> 
             f"Spark's log above has the details; the job resumes from its checkpoint in "
             f"{ctx.conf.checkpoint_path(query_name)} when restarted"
         )
-    return QueryFailedError(query_name, _first_line(error), hint)
+    return QueryFailedError(query_name, first_line(error), hint)
 
 
 def enabled_queries(queries: Sequence[QuerySpec], ctx: RunContext) -> list[QuerySpec]:
@@ -87,7 +72,7 @@ def run_ticks(ctx: RunContext, queries: Sequence[QuerySpec]) -> None:
         try:
             spec.tick(ctx)
         except Exception as err:
-            print(f"[{spec.name}] between batches: {type(err).__name__}: {_first_line(err)}")
+            print(f"[{spec.name}] between batches: {type(err).__name__}: {first_line(err)}")
 
 
 def run_available_now(ctx: RunContext, queries: Sequence[QuerySpec]) -> None:
