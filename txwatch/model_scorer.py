@@ -9,11 +9,12 @@ scores them with the model's ``pyspark.ml`` pipeline (``txwatch.model``) and ret
 ``model_outlier`` alerts of those above the model's threshold, the features that stood out
 in the reason. The ``payment_scoring`` query calls it; so does the evaluation.
 
-A version this job cannot score with (its pipeline reads a column this code does not
-compute: a newer txwatch trained it) is refused when found, said once in the log; the
-scorer keeps the version it has, or payments pass unscored, until a version it can use is
-registered or the job is upgraded. Spark's analysis of the scoring plan on no rows is the
-check: it names every column the pipeline reads.
+A version this job cannot score with (a feature it does not know, or a column its
+pipeline reads that this code does not compute: a newer txwatch trained it) is refused when
+found, said once in the log; the scorer keeps the version it has, or payments pass
+unscored, until a version it can use is registered or the job is upgraded. The columns are
+checked by Spark's analysis of the scoring plan on no rows, which fails on the first
+column the stream does not have.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from txwatch import model, registry
 from txwatch.infra.config import Conf, duration_s
 from txwatch.infra.errors import first_line
 from udfs.model_alerts import model_outlier_alerts
-from udfs.model_features import as_seen
+from udfs.model_features import FEATURES, as_seen
 from udfs.payment_history import OUTPUT_SCHEMA
 from udfs.schemas import CUSTOMER_PROFILES
 
@@ -137,6 +138,9 @@ class ModelScorer:
 
     def _cannot_score(self, loaded: LoadedModel) -> str | None:
         """Why this job cannot score payments with ``loaded``, or None if it can."""
+        unknown = [f for f in loaded.features if f not in FEATURES]
+        if unknown:
+            return f"features this job does not compute or explain: {', '.join(unknown)}"
         no_payments_df = self._spark.createDataFrame([], OUTPUT_SCHEMA)
         try:
             _alerts(loaded, no_payments_df)  # building the plan analyses it; nothing runs

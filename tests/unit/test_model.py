@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from datetime import datetime, timedelta
@@ -226,6 +227,12 @@ def test_a_version_this_job_cannot_score_with_is_refused_and_scoring_goes_on(
     history_df = with_velocity(population(spark).unionByName(odd_df))
     alerts = scorer.alerts(history_df.filter(F.col("transaction_id") == "n-odd")).collect()
     assert [(a.transaction_id, a.evidence["model_version"]) for a in alerts] == [("n-odd", 2.0)]
+
+    # A feature this job does not know (its columns may all exist) is refused too.
+    with_moon = dataclasses.replace(scorer.current, features=(*FEATURES, "moon_phase"))
+    assert "features this job does not compute or explain: moon_phase" in (
+        scorer._cannot_score(with_moon) or ""
+    )
 
 
 def test_explanation_names_what_stands_out(spark, conf):
