@@ -4,15 +4,16 @@ A master and two workers of one core each (``scripts/spark-cluster.sh``), the jo
 with ``./spark-submit.sh`` (the master given after the job name), a simulated Kafka backlog
 drained with ``--available-now`` in micro-batches of 600 records, so every stateful
 operator commits its RocksDB state to the checkpoint many times from executors on two
-workers. The same backlog is drained by a
-``local[2]`` run into a lake of its own; bronze, quarantine, enriched and alerts must hold
-exactly the same rows (processing-time columns aside).
+workers. The same backlog is drained at the same time by a ``local[2]`` run into a lake
+of its own (the two runs overlap their start-up and waits); bronze, quarantine, enriched and
+alerts must hold exactly the same rows (processing-time columns aside).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,16 +104,27 @@ spark:
     return path
 
 
-def submit(*args: str) -> subprocess.CompletedProcess[str]:
+def submit(*args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "TXWATCH_TOKEN_KEY": TEST_TOKEN_KEY.decode()}
     env.pop("SPARK_MASTER", None)
-    return subprocess.run(
+    return subprocess.Popen(
         [str(REPO / "spark-submit.sh"), *args],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
+        start_new_session=True,
     )
+
+
+def finished(job: subprocess.Popen[str]) -> tuple[int, str]:
+    """Wait for a submitted job: its exit code and the end of its output."""
+    try:
+        stdout, stderr = job.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        stdout, stderr = job.communicate()
+    return job.returncode, stdout[-3000:] + stderr[-3000:]
 
 
 def content(df: DataFrame) -> DataFrame:
@@ -154,12 +166,12 @@ def test_standalone_cluster_writes_the_same_rows_as_local_mode(
         "--available-now",
         "--quiet",
     )
-    assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
     # The master after the job name, as a user may type it.
     on_cluster = submit(
         "stream", "--conf", str(confs["cluster"]), "--available-now", "--quiet", "--master", cluster
     )
-    assert on_cluster.returncode == 0, on_cluster.stdout[-3000:] + on_cluster.stderr[-3000:]
+    for returncode, output in [finished(job) for job in (local, on_cluster)]:
+        assert returncode == 0, output
 
     # The tasks ran on the cluster's executors, not in the driver.
     worker_logs = list((tmp_path / "cluster").glob("work-*/app-*/*/stderr"))

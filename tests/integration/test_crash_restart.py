@@ -25,7 +25,13 @@ from udfs.privacy import HMAC_FUNCTION
 pytestmark = pytest.mark.kafka
 
 
-def write_conf(conf, path: Path, events_dir: Path) -> Path:
+# The crashed run reads in small micro-batches, so the kill lands mid-backlog; the restart
+# drains the rest in few, larger ones (a replayed batch keeps the offsets it logged).
+CRASHED_RUN_BATCH = 200
+RESTART_BATCH = 2000
+
+
+def write_conf(conf, path: Path, events_dir: Path, max_offsets: int = CRASHED_RUN_BATCH) -> Path:
     """The job's conf; Spark's event log on (uncompressed, to be read back: the token key
     that the session hands to executors as a Spark setting must be redacted there)."""
     topics = conf.kafka.topics
@@ -42,9 +48,10 @@ kafka:
     enrichment_candidates: {topics.enrichment_candidates}
     metrics: {topics.metrics}
   partitions: 2
-  max_offsets_per_trigger: 200
+  max_offsets_per_trigger: {max_offsets}
 stream:
   trigger_interval: 1 second
+  enrich_trigger_interval: 1 second
 spark:
   shuffle_partitions: 2
   options:
@@ -115,9 +122,10 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, kaf
         os.killpg(job.pid, signal.SIGKILL)
         job.wait(timeout=30)
     ingest_batches_at_kill = committed_batches(Path(conf.checkpoint_path("ingest")))
-    assert 0 < ingest_batches_at_kill < sent / 200, "the crash should hit mid-backlog"
+    assert 0 < ingest_batches_at_kill < sent / CRASHED_RUN_BATCH, "the crash should hit mid-backlog"
 
-    restarted = start_job(conf_path, "--available-now", "--quiet")
+    restart_conf = write_conf(conf, tmp_path / "restart.yaml", events_dir, RESTART_BATCH)
+    restarted = start_job(restart_conf, "--available-now", "--quiet")
     output, _ = restarted.communicate(timeout=600)
     assert restarted.returncode == 0, output
 

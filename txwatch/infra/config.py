@@ -59,6 +59,7 @@ class StreamConf:
     alert_trigger_interval: str
     alert_table_trigger_interval: str
     scoring_trigger_interval: str
+    enrich_trigger_interval: str
     transactions_watermark: str
     device_locations_watermark: str
     join_before: str
