@@ -19,7 +19,8 @@ For each rate R (events/s, location fixes and payments together), in order:
    clock, and send every record when the wall clock reaches its simulated time (in bursts
    every ``SEND_EVERY_S``, 50 ms: the records that fell due since the last one), with the
    actual send time as its Kafka timestamp: a live feed whose event time is its
-   publication time, give or take 50 ms.
+   publication time, the send up to about 50 ms late (never early; counted in the
+   producers' "behind schedule").
    The first ``--warmup-s`` seconds are traffic that is not measured.
 4. A thread reads the alert topic. After producing, the benchmark waits until every fraud
    has an alert and no query has a micro-batch in flight, or ``--grace-s`` passes, reads
@@ -102,10 +103,11 @@ PAYMENT_SHARE = 0.05  # of all events; the rest are location fixes
 TARGET_FRAUDS = 500  # in the measured window; sets the impossible-travel rate
 READY_TIMEOUT_S = 300.0
 PROGRESS_EVERY_S = 10.0
-# A producer wakes up this often and sends the records that fell due since: kafka-python
-# costs about 360 us of CPU per record sent one by one at 1,000 records/s and 130 us in
-# bursts every 50 ms, and the producers share the 2 cores with the job they measure (two
-# of them took 0.6 cores at 2,000 events/s, sending one by one).
+# A producer wakes up this often and sends the records that fell due since. kafka-python
+# cost 360 us of CPU per record sent one by one at 1,000 records/s and 130 us in bursts
+# every 50 ms (alone on an idle machine), and the producers share the 2 cores with the job
+# they measure: at 2,000 events/s beside the job, the two took 0.60 cores sending one by
+# one and 0.47 in bursts.
 SEND_EVERY_S = 0.05
 KEPT_UP = 0.95  # kept up: every Kafka-reading query processed this share of the input
 

@@ -84,10 +84,16 @@ def run(args: argparse.Namespace) -> int:
     )
     spark.streams.addListener(recorder)
     ctx = RunContext(spark, conf, available_now=args.available_now)
+    s = conf.stream
     mode = (
         "available-now"
         if args.available_now
-        else f"continuous ({conf.stream.trigger_interval} trigger)"
+        else (
+            f"continuous (triggers: travel {s.alert_trigger_interval}, alerts "
+            f"{s.alert_table_trigger_interval}, ingest {s.trigger_interval}, payment_scoring "
+            f"{s.scoring_trigger_interval}, enrich {s.enrich_trigger_interval}, metrics "
+            f"{conf.metrics.trigger_interval})"
+        )
     )
     print(
         f"stream: {mode}, queries {', '.join(q.name for q in queries)}, "

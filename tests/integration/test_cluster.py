@@ -11,10 +11,12 @@ alerts must hold exactly the same rows (processing-time columns aside).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,27 +106,39 @@ spark:
     return path
 
 
-def submit(*args: str) -> subprocess.Popen[str]:
+@dataclasses.dataclass
+class Submitted:
+    process: subprocess.Popen[bytes]
+    log: Path  # its stdout and stderr: a file, so neither job blocks on a full pipe
+
+    def finished(self, deadline: float) -> tuple[int, str]:
+        """Wait (until ``deadline``, monotonic) for the job: its exit code, its log's end."""
+        try:
+            self.process.wait(timeout=max(deadline - time.monotonic(), 1.0))
+        except subprocess.TimeoutExpired:
+            self.kill()
+        return self.process.returncode, self.log.read_text(errors="replace")[-6000:]
+
+    def kill(self) -> None:
+        """Stop the job (and its JVM) if it still runs: nothing outlives the test."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def submit(log: Path, *args: str) -> Submitted:
     env = {**os.environ, "TXWATCH_TOKEN_KEY": TEST_TOKEN_KEY.decode()}
     env.pop("SPARK_MASTER", None)
-    return subprocess.Popen(
-        [str(REPO / "spark-submit.sh"), *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def finished(job: subprocess.Popen[str]) -> tuple[int, str]:
-    """Wait for a submitted job: its exit code and the end of its output."""
-    try:
-        stdout, stderr = job.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        os.killpg(job.pid, signal.SIGKILL)
-        stdout, stderr = job.communicate()
-    return job.returncode, stdout[-3000:] + stderr[-3000:]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(REPO / "spark-submit.sh"), *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Submitted(process, log)
 
 
 def content(df: DataFrame) -> DataFrame:
@@ -158,6 +172,7 @@ def test_standalone_cluster_writes_the_same_rows_as_local_mode(
         for run, lake in lakes.items()
     }
     local = submit(
+        tmp_path / "local.log",
         "--master",
         "local[2]",
         "stream",
@@ -168,9 +183,22 @@ def test_standalone_cluster_writes_the_same_rows_as_local_mode(
     )
     # The master after the job name, as a user may type it.
     on_cluster = submit(
-        "stream", "--conf", str(confs["cluster"]), "--available-now", "--quiet", "--master", cluster
+        tmp_path / "cluster.log",
+        "stream",
+        "--conf",
+        str(confs["cluster"]),
+        "--available-now",
+        "--quiet",
+        "--master",
+        cluster,
     )
-    for returncode, output in [finished(job) for job in (local, on_cluster)]:
+    deadline = time.monotonic() + 900
+    try:
+        results = [job.finished(deadline) for job in (local, on_cluster)]
+    finally:
+        for job in (local, on_cluster):
+            job.kill()
+    for returncode, output in results:
         assert returncode == 0, output
 
     # The tasks ran on the cluster's executors, not in the driver.
