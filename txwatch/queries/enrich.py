@@ -5,11 +5,10 @@ micro-batch, each transaction's nearest fix of that batch to the internal
 enrichment-candidates topic. This query reads those messages and MERGEs one row per
 transaction into ``transactions_enriched``: its nearest fix and the highest implied speed
 seen over every batch. It is off the alert path, on its own trigger
-(``stream.enrich_trigger_interval``, 2 minutes by default: a MERGE's cost is mostly
-fixed). The MERGE names the batch's event-time range and the table uses deletion vectors,
-so a batch costs what it holds, not what the table holds. A message repeated by a
-replayed travel batch changes nothing; one that is not a candidate goes to
-``quarantine``.
+(``stream.enrich_trigger_interval``, 30 s by default, like ingest's). The MERGE names the
+batch's event-time range and the table uses deletion vectors, so a batch costs what it
+holds, not what the table holds. A message repeated by a replayed travel batch changes
+nothing; one that is not a candidate goes to ``quarantine``.
 """
 
 from __future__ import annotations
