@@ -6,9 +6,10 @@
 For each rate R (events/s, location fixes and payments together), in order:
 
 1. Fresh topics ``lat-*`` and a fresh lake ``.bench/latency/lake-<R>``; a conf file
-   ``.bench/latency/conf-<R>.yaml`` extending ``conf/local.yaml`` with those (and the
-   trigger intervals, when ``--alert-trigger``/``--table-trigger``/``--alert-table-trigger``/
-   ``--scoring-trigger``/``--enrich-trigger`` override them).
+   ``.bench/latency/conf-<R>.yaml`` extending ``conf/local.yaml`` (or ``--conf``, a conf of
+   your own to compare settings) with those (and the trigger intervals, when
+   ``--alert-trigger``/``--table-trigger``/``--alert-table-trigger``/``--scoring-trigger``/
+   ``--enrich-trigger`` override them).
 2. The pipeline runs as a user runs it continuously, in its own process:
    ``python -m jobs.stream --conf <that file> --quiet --duration ...`` (log in
    ``.bench/latency/stream-<R>.log``). The benchmark waits until its tables and the ingest
@@ -424,6 +425,7 @@ def write_job_conf(
     alert_table_trigger: str | None = None,
     scoring_trigger: str | None = None,
     enrich_trigger: str | None = None,
+    base_conf: Path = BASE_CONF,
 ) -> Path:
     path = LAT_DIR / f"conf-{rate}.yaml"
     stream = {}
@@ -438,7 +440,7 @@ def write_job_conf(
     if enrich_trigger:
         stream["enrich_trigger_interval"] = enrich_trigger
     overrides = {
-        "extends": str(BASE_CONF),
+        "extends": str(base_conf.resolve()),
         "lake_root": str(LAT_DIR / f"lake-{rate}"),
         "kafka": {"topics": TOPICS},
         **({"stream": stream} if stream else {}),
@@ -501,6 +503,7 @@ def run_rate(rate: int, args: argparse.Namespace) -> Run:
         args.alert_table_trigger,
         args.scoring_trigger,
         args.enrich_trigger,
+        args.conf,
     )
     conf = load_conf(conf_path)
     shutil.rmtree(conf.lake_root, ignore_errors=True)
@@ -752,9 +755,12 @@ def rate_table(run: Run, fig: Figures, args: argparse.Namespace) -> str:
         ("job exit code", str(run.exit_code), "after SIGTERM"),
     ]
     label_w, value_w = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
-    stream = load_conf(LAT_DIR / f"conf-{run.rate}.yaml").stream
+    job_conf = load_conf(LAT_DIR / f"conf-{run.rate}.yaml")
+    stream = job_conf.stream
     header = (
-        f"txwatch latency at {run.rate:,} events/s: alert trigger {stream.alert_trigger_interval}, "
+        f"txwatch latency at {run.rate:,} events/s ({args.conf.name}: "
+        f"{job_conf.kafka.partitions} partitions per topic, {job_conf.spark.shuffle_partitions} "
+        f"shuffle partitions): alert trigger {stream.alert_trigger_interval}, "
         f"table trigger {stream.trigger_interval}, scoring trigger "
         f"{stream.scoring_trigger_interval}, enrich trigger {stream.enrich_trigger_interval}, "
         f"{args.minutes:g} min measured after "
@@ -825,6 +831,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--enrich-trigger", help="override stream.enrich_trigger_interval (the enrich query)"
+    )
+    parser.add_argument(
+        "--conf",
+        type=Path,
+        default=BASE_CONF,
+        help="the conf the job's conf extends (default conf/local.yaml): settings to compare",
     )
     parser.add_argument(
         "--model-registry",
