@@ -56,6 +56,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,7 +65,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyspark.sql.functions as F
 import yaml
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from confluent_kafka import KafkaError, Producer
+from kafka import KafkaConsumer, TopicPartition
 from pyspark.sql import SparkSession
 
 from bench.throughput import (
@@ -104,11 +106,12 @@ PAYMENT_SHARE = 0.05  # of all events; the rest are location fixes
 TARGET_FRAUDS = 500  # in the measured window; sets the impossible-travel rate
 READY_TIMEOUT_S = 300.0
 PROGRESS_EVERY_S = 10.0
-# A producer wakes up this often and sends the records that fell due since. kafka-python
-# cost 360 us of CPU per record sent one by one at 1,000 records/s and 130 us in bursts
-# every 50 ms (alone on an idle machine), and the producers share the 2 cores with the job
-# they measure: at 2,000 events/s beside the job, the two took 0.60 cores sending one by
-# one and 0.47 in bursts.
+# A producer wakes up this often and sends the records that fell due since. The producers
+# share the cores with the job they measure, so they must cost little: with kafka-python
+# (360 us of CPU per record sent one by one at 1,000 records/s, 130 us in bursts every
+# 50 ms) the two took 0.47-0.60 cores at 2,000 events/s beside the job; with librdkafka
+# (confluent-kafka) they take 0.16, of which the simulator itself is about 0.06 (32 us per
+# record).
 SEND_EVERY_S = 0.05
 KEPT_UP = 0.95  # kept up: every Kafka-reading query processed this share of the input
 
@@ -195,14 +198,30 @@ def produce_live(
     sent_counter: Synchronized[int],
     out: Path,
 ) -> None:
-    """Body of a producer process: send each record when the wall clock reaches its time."""
+    """Body of a producer process: send each record when the wall clock reaches its time.
+
+    It writes to ``out`` how far behind schedule it fell, the frauds' send times and the
+    CPU it used (``cpu_s`` over ``wall_s``): it shares the cores with the job it measures.
+    """
     sim = LiveSimulator(shard, conf)
-    producer = KafkaProducer(
-        bootstrap_servers=conf.kafka.bootstrap_servers, acks="all", linger_ms=5, retries=10
+    producer = Producer(
+        {
+            "bootstrap.servers": conf.kafka.bootstrap_servers,
+            "acks": "all",
+            "linger.ms": 5,
+            "message.send.max.retries": 10,
+        }
     )
+    failed: list[str] = []
+
+    def on_delivery(err: KafkaError | None, msg: object) -> None:
+        if err is not None:
+            failed.append(str(err))
+
     ready.wait()
     go.wait()
     start = start_epoch.value
+    cpu_at_start = time.process_time()
     sim.start_at(datetime.fromtimestamp(start, UTC))
     end_s = shard.params.duration_min * 60
     tx_topic = conf.kafka.topics.transactions
@@ -216,7 +235,14 @@ def produce_live(
             woke = time.time()
         now = time.time()  # its Kafka timestamp: latencies count from the actual send
         max_behind_s = max(max_behind_s, now - start - t)
-        producer.send(record.topic, key=record.key, value=record.value, timestamp_ms=int(now * 1e3))
+        producer.produce(
+            record.topic,
+            value=record.value,
+            key=record.key,
+            timestamp=int(now * 1e3),
+            on_delivery=on_delivery,
+        )
+        producer.poll(0)  # serve delivery reports
         sent += 1
         if record.topic == tx_topic:
             tx_id = json.loads(record.value)["transaction_id"]
@@ -224,10 +250,16 @@ def produce_live(
                 frauds[tx_id] = now
         if sent % 1000 == 0:
             sent_counter.value = sent
-    producer.flush()
-    producer.close()
+    if producer.flush(60.0) or failed:
+        raise RuntimeError(f"{len(failed)} records not delivered: {failed[:3]}")
     sent_counter.value = sent
-    out.write_text(json.dumps({"max_behind_s": max_behind_s, "frauds": frauds}))
+    report = {
+        "max_behind_s": max_behind_s,
+        "frauds": frauds,
+        "cpu_s": time.process_time() - cpu_at_start,
+        "wall_s": time.time() - start,
+    }
+    out.write_text(json.dumps(report))
 
 
 @dataclass(frozen=True)
@@ -254,6 +286,7 @@ class Sent:
     window_start: Positions
     max_behind_s: float  # behind the simulated schedule, at most
     frauds: dict[str, float]
+    producer_cores: float  # CPU the producer processes used while sending, in cores
 
 
 def run_producers(
@@ -314,6 +347,7 @@ def run_producers(
         window_start=window_start,
         max_behind_s=max(r["max_behind_s"] for r in reports),
         frauds={k: v for r in reports for k, v in r["frauds"].items()},
+        producer_cores=sum(r["cpu_s"] for r in reports) / max(r["wall_s"] for r in reports),
     )
 
 
@@ -329,6 +363,8 @@ class AlertListener(threading.Thread):
         self._halt = threading.Event()
         self.first_ms: dict[str, int] = {}
         self.messages = 0
+        self.by_type: Counter[str] = Counter()  # distinct alert ids per alert type
+        self._ids: set[str] = set()
 
     def run(self) -> None:
         topic = self._conf.kafka.topics.potential_fraud
@@ -345,6 +381,9 @@ class AlertListener(threading.Thread):
                     for m in messages:
                         self.messages += 1
                         alert = json.loads(m.value)
+                        if alert.get("alert_id") not in self._ids:
+                            self._ids.add(alert.get("alert_id"))
+                            self.by_type[str(alert.get("alert_type"))] += 1
                         tx_id = alert.get("transaction_id")
                         # Other detectors (the model) may alert on the same payment.
                         if tx_id and alert.get("alert_type") == ALERT_TYPE_IMPOSSIBLE_TRAVEL:
@@ -487,6 +526,7 @@ class Run:
     sent: Sent
     alert_ms: dict[str, int]
     alert_messages: int
+    alerts_by_type: dict[str, int]
     window_end: Positions  # the end of producing
     jvm_rss_mib: float | None
     python_rss_mib: float | None
@@ -558,7 +598,16 @@ def run_rate(rate: int, args: argparse.Namespace) -> Run:
         listener.stop()
     alerts = dict(listener.first_ms)
     return Run(
-        rate, conf, sent, alerts, listener.messages, window_end, jvm_rss, python_rss, exit_code
+        rate,
+        conf,
+        sent,
+        alerts,
+        listener.messages,
+        dict(listener.by_type),
+        window_end,
+        jvm_rss,
+        python_rss,
+        exit_code,
     )
 
 
@@ -717,7 +766,8 @@ def rate_table(run: Run, fig: Figures, args: argparse.Namespace) -> str:
             "input",
             f"{fig.input_rate:,.0f} ev/s",
             f"{fixes:,} fixes + {payments:,} payments in the measured window; producers "
-            f"at most {run.sent.max_behind_s:.2f} s behind schedule",
+            f"at most {run.sent.max_behind_s:.2f} s behind schedule, using "
+            f"{run.sent.producer_cores:.2f} cores",
         ),
         *[
             (
@@ -733,8 +783,10 @@ def rate_table(run: Run, fig: Figures, args: argparse.Namespace) -> str:
         (
             "frauds alerted on Kafka",
             f"{fig.kafka_alerted:,} of {fig.frauds:,}",
-            f"{fig.other_alerts} alerts on other payments, "
-            f"{run.alert_messages - len(run.alert_ms)} duplicate messages",
+            f"{fig.other_alerts} impossible-travel alerts on other payments; "
+            f"{run.alert_messages:,} messages: "
+            + ", ".join(f"{n:,} {kind}" for kind, n in sorted(run.alerts_by_type.items()))
+            + f", {run.alert_messages - sum(run.alerts_by_type.values()):,} repeated ids",
         ),
         ("frauds alerted in Delta", f"{fig.delta_alerted:,} of {fig.frauds:,}", ""),
         ("alert latency, Kafka (s)", _latency(fig.kafka), "alert timestamp - payment sent"),
