@@ -38,7 +38,8 @@ Figures, per rate, over the measured window (warm-up end to end of producing):
   backlog; the job kept up when every such query processed 95 % of the input;
 - micro-batch durations per query in the first and last third of the window, state rows
   in its first and last minute (``pipeline_progress``), peak RSS of the driver JVM and of
-  the Python driver.
+  the Python driver, the producers' CPU;
+- a machine index: the CPU time of a fixed Python loop just before the job starts.
 
 Spark reads the lakes after the last job has exited; lakes, confs and logs stay in
 ``.bench/latency``.
@@ -114,8 +115,18 @@ PROGRESS_EVERY_S = 10.0
 # record).
 SEND_EVERY_S = 0.05
 KEPT_UP = 0.95  # kept up: every Kafka-reading query processed this share of the input
+CPU_INDEX_LOOP = 10_000_000
 
 Stats = tuple[float, float, float, float]  # p50, p95, p99, max
+
+
+def cpu_index_s() -> float:
+    """CPU seconds a fixed pure-Python loop takes on one core: this machine's speed varies by
+    a factor of 3 from hour to hour, so runs on different days compare through this."""
+    started, total = time.process_time(), 0
+    for i in range(CPU_INDEX_LOOP):
+        total += i
+    return time.process_time() - started
 
 
 def log(message: str) -> None:
@@ -531,6 +542,7 @@ class Run:
     jvm_rss_mib: float | None
     python_rss_mib: float | None
     exit_code: int | None
+    cpu_index_s: float  # before the job started (``cpu_index_s``)
 
 
 def run_rate(rate: int, args: argparse.Namespace) -> Run:
@@ -546,6 +558,8 @@ def run_rate(rate: int, args: argparse.Namespace) -> Run:
         args.conf,
     )
     conf = load_conf(conf_path)
+    index_s = cpu_index_s()
+    log(f"machine: a fixed Python loop took {index_s:.2f} s of CPU (the lower, the faster)")
     shutil.rmtree(conf.lake_root, ignore_errors=True)
     ensure_topics(conf, recreate=True)
     listener = AlertListener(conf)
@@ -608,6 +622,7 @@ def run_rate(rate: int, args: argparse.Namespace) -> Run:
         jvm_rss,
         python_rss,
         exit_code,
+        index_s,
     )
 
 
@@ -816,7 +831,8 @@ def rate_table(run: Run, fig: Figures, args: argparse.Namespace) -> str:
         f"table trigger {stream.trigger_interval}, scoring trigger "
         f"{stream.scoring_trigger_interval}, enrich trigger {stream.enrich_trigger_interval}, "
         f"{args.minutes:g} min measured after "
-        f"{args.warmup_s:g} s of warm-up, {os.cpu_count()} cores"
+        f"{args.warmup_s:g} s of warm-up, {os.cpu_count()} cores; machine index "
+        f"{run.cpu_index_s:.2f} s (a fixed Python loop's CPU time before the run)"
     )
     lines = [header, "-" * len(header)]
     lines += [f"{a:<{label_w}}  {b:>{value_w}}  {c}".rstrip() for a, b, c in rows]
