@@ -8,7 +8,8 @@ cost follows the batch, not the table) and appends the rest with Delta's
 ``txnAppId``/``txnVersion``: a replayed micro-batch is not stored twice. A message that is
 not an alert goes to ``quarantine`` with the reason.
 
-It runs on ``stream.alert_table_trigger_interval`` (seconds), in the alerts pool.
+It runs on ``stream.alert_table_trigger_interval`` (seconds), in a scheduler pool of its own
+(``alert_table``): below the alert path's, above the other table writers'.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from txwatch.infra.config import Conf
 from txwatch.infra.delta import append_once, event_time_range
 from txwatch.infra.topics import valid_messages
 from txwatch.queries import ingest, metrics, payment_scoring, travel
-from txwatch.queries.base import ALERTS_POOL, QuerySpec, RunContext
+from txwatch.queries.base import ALERT_TABLE_POOL, QuerySpec, RunContext
 from udfs.alerts import ALERT_COLUMNS, ALERT_SCHEMA
 
 NAME = "alerts"
@@ -77,7 +78,7 @@ def start(ctx: RunContext) -> StreamingQuery:
     writer = source.writeStream.foreachBatch(batch_writer(spark, conf))
     interval = conf.stream.alert_table_trigger_interval
     writer = ctx.with_trigger(ctx.checkpoint(writer, NAME), interval)
-    return ctx.start(writer, ALERTS_POOL)
+    return ctx.start(writer, ALERT_TABLE_POOL)
 
 
 # Every query that publishes alerts: an --available-now run stores them once they are done.

@@ -17,8 +17,9 @@ from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from txwatch.infra.config import CHECKPOINT_VERSIONS, Conf
 
-# Scheduler pools (conf/fairscheduler.xml): the alert path and the table writers.
+# Scheduler pools (conf/fairscheduler.xml): the alert path, the alerts table, the other tables.
 ALERTS_POOL = "alerts"
+ALERT_TABLE_POOL = "alert_table"
 TABLES_POOL = "tables"
 
 
