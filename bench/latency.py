@@ -111,8 +111,8 @@ PROGRESS_EVERY_S = 10.0
 # share the cores with the job they measure, so they must cost little: with kafka-python
 # (360 us of CPU per record sent one by one at 1,000 records/s, 130 us in bursts every
 # 50 ms) the two took 0.47-0.60 cores at 2,000 events/s beside the job; with librdkafka
-# (confluent-kafka) they take 0.16, of which the simulator itself is about 0.06 (32 us per
-# record).
+# (confluent-kafka) they take 0.15-0.22, of which the simulator itself is about 0.06 (32 us
+# per record).
 SEND_EVERY_S = 0.05
 KEPT_UP = 0.95  # kept up: every Kafka-reading query processed this share of the input
 CPU_INDEX_LOOP = 10_000_000
@@ -246,13 +246,18 @@ def produce_live(
             woke = time.time()
         now = time.time()  # its Kafka timestamp: latencies count from the actual send
         max_behind_s = max(max_behind_s, now - start - t)
-        producer.produce(
-            record.topic,
-            value=record.value,
-            key=record.key,
-            timestamp=int(now * 1e3),
-            on_delivery=on_delivery,
-        )
+        while True:
+            try:
+                producer.produce(
+                    record.topic,
+                    value=record.value,
+                    key=record.key,
+                    timestamp=int(now * 1e3),
+                    on_delivery=on_delivery,
+                )
+                break
+            except BufferError:  # librdkafka's queue is full (a slow broker): wait for it
+                producer.poll(0.1)
         producer.poll(0)  # serve delivery reports
         sent += 1
         if record.topic == tx_topic:
@@ -261,8 +266,11 @@ def produce_live(
                 frauds[tx_id] = now
         if sent % 1000 == 0:
             sent_counter.value = sent
-    if producer.flush(60.0) or failed:
-        raise RuntimeError(f"{len(failed)} records not delivered: {failed[:3]}")
+    undelivered = producer.flush(60.0)
+    if undelivered or failed:
+        raise RuntimeError(
+            f"{undelivered} records still queued after 60 s, {len(failed)} failed: {failed[:3]}"
+        )
     sent_counter.value = sent
     report = {
         "max_behind_s": max_behind_s,
@@ -405,6 +413,8 @@ class AlertListener(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
         self.join(timeout=10)
+        if self.is_alive():
+            log("the alert listener did not stop within 10 s: its counts may be incomplete")
 
 
 def _batch_ids(folder: Path) -> list[int]:
@@ -800,8 +810,8 @@ def rate_table(run: Run, fig: Figures, args: argparse.Namespace) -> str:
             f"{fig.kafka_alerted:,} of {fig.frauds:,}",
             f"{fig.other_alerts} impossible-travel alerts on other payments; "
             f"{run.alert_messages:,} messages: "
-            + ", ".join(f"{n:,} {kind}" for kind, n in sorted(run.alerts_by_type.items()))
-            + f", {run.alert_messages - sum(run.alerts_by_type.values()):,} repeated ids",
+            + "".join(f"{n:,} {kind}, " for kind, n in sorted(run.alerts_by_type.items()))
+            + f"{run.alert_messages - sum(run.alerts_by_type.values()):,} repeated ids",
         ),
         ("frauds alerted in Delta", f"{fig.delta_alerted:,} of {fig.frauds:,}", ""),
         ("alert latency, Kafka (s)", _latency(fig.kafka), "alert timestamp - payment sent"),
@@ -913,6 +923,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "no model: payments pass unscored)",
     )
     args = parser.parse_args(argv)
+    if not args.conf.is_file():
+        parser.error(f"--conf {args.conf}: no such file")
     if min(args.rates) < 20 or args.minutes <= 0 or args.warmup_s < 0:
         parser.error("rates must be >= 20 events/s, --minutes positive, --warmup-s >= 0")
     return args
@@ -922,7 +934,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     LAT_DIR.mkdir(parents=True, exist_ok=True)
     runs = []
-    with local_broker(load_conf(BASE_CONF).kafka.bootstrap_servers):
+    with local_broker(load_conf(args.conf).kafka.bootstrap_servers):
         for rate in args.rates:
             runs.append(run_rate(rate, args))
         delete_topics(runs[-1].conf)  # the lakes stay
