@@ -111,7 +111,7 @@ PROGRESS_EVERY_S = 10.0
 # share the cores with the job they measure, so they must cost little: with kafka-python
 # (360 us of CPU per record sent one by one at 1,000 records/s, 130 us in bursts every
 # 50 ms) the two took 0.47-0.60 cores at 2,000 events/s beside the job; with librdkafka
-# (confluent-kafka) they take 0.15-0.22, of which the simulator itself is about 0.06 (32 us
+# (confluent-kafka) they take 0.10-0.22, of which the simulator itself is about 0.06 (32 us
 # per record).
 SEND_EVERY_S = 0.05
 KEPT_UP = 0.95  # kept up: every Kafka-reading query processed this share of the input
