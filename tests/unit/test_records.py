@@ -68,6 +68,9 @@ def test_invalid_transactions_get_every_reason(spark):
         variant(event_time="2026-03-01T00:00:00Z"),  # far ahead of the broker's clock
         "[1, 2, 3]",
         variant(amount="7.25"),  # a number sent as a string is fine
+        variant(amount=""),  # blank, null or an object where a number belongs
+        variant(amount=None),
+        variant(amount={"value": 7}),
     ]
     parsed = parse_transactions(raw_df(spark, values), TEST_KEY_VARIABLE, "1 day")
     result = to_quarantine(parsed, TEST_KEY_VARIABLE).select("kafka_offset", "reason", "raw_value")
@@ -81,6 +84,9 @@ def test_invalid_transactions_get_every_reason(spark):
             (5, "invalid_value:card_number", None),
             (6, "future_event_time", None),
             (7, "malformed_json", "[1, 2, 3]"),
+            (9, "missing_field:amount", None),
+            (10, "missing_field:amount", None),
+            (11, "invalid_type:amount", None),
         ],
         "kafka_offset long, reason string, raw_value string",
     )

@@ -32,11 +32,11 @@ PAYMENT_COLUMNS = (
 
 def test_geohash_matches_the_textbook_algorithm(spark):
     rng = random.Random(3)
-    points = [(57.64911, 10.40744)] + [
+    points = [(57.64911, 10.40744), (90.0, 180.0), (-90.0, -180.0), (0.0, 0.0)] + [
         (rng.uniform(-90, 90), rng.uniform(-180, 180)) for _ in range(200)
     ]
     df = spark.createDataFrame(points, "lat double, lon double")
-    for precision in (1, 5, 11):
+    for precision in (1, 2, 5, 6, 11, 12):
         got = [
             r.h
             for r in df.select(geohash(F.col("lat"), F.col("lon"), precision).alias("h")).collect()
@@ -59,6 +59,15 @@ def test_behaviour_tokens_of_a_payment(spark):
         f"cell:{geohash_py(48.8566, 2.3522, 5)}",
         "category_hours:grocery@12-18h",
     ]
+
+
+def test_behaviour_tokens_leave_out_missing_parts(spark):
+    df = spark.createDataFrame(
+        [("u1", "m-01-002", "d-abc", None, None, 2.3522, datetime(2026, 1, 5, 13, 5))],
+        PAYMENT_COLUMNS,
+    )
+    tokens = df.select(behaviour_tokens(BehaviourTokens(5, 6)).alias("t")).first().t
+    assert tokens == ["merchant:m-01-002", "device:d-abc"]
 
 
 def _sets_with_known_jaccard(rng: random.Random, pairs: int) -> tuple[list, dict]:

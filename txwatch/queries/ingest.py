@@ -22,6 +22,7 @@ from txwatch.infra.config import Conf
 from txwatch.infra.delta import append_once
 from txwatch.queries.base import QuerySpec, RunContext
 from udfs.records import (
+    invalid_records,
     parse_device_locations,
     parse_metric_points,
     parse_transactions,
@@ -108,9 +109,9 @@ def parse_batch(raw_df: DataFrame, conf: Conf) -> ParsedBatch:
                 raw_df.filter(F.col("kafka_topic") == topics.device_locations), skew
             )
         ),
-        metric_points_df=parse_metric_points(
-            raw_df.filter(F.col("kafka_topic") == topics.metrics), skew
-        ).filter(F.col("quarantine_reason").isNotNull()),
+        metric_points_df=invalid_records(
+            parse_metric_points(raw_df.filter(F.col("kafka_topic") == topics.metrics), skew)
+        ),
     )
 
 
