@@ -112,17 +112,6 @@ def _string_schema(fields: tuple[FieldSpec, ...]) -> T.StructType:
     )
 
 
-def _number_schema(fields: tuple[FieldSpec, ...]) -> T.StructType:
-    """Numbers as doubles, everything else as text."""
-    return T.StructType(
-        [
-            T.StructField(f.name, T.DoubleType() if f.spark_type == "double" else T.StringType())
-            for f in fields
-        ]
-        + [T.StructField(CORRUPT_RECORD, T.StringType())]
-    )
-
-
 def _reasons(checks: list[tuple[Column, str]]) -> Column:
     """``"; "``-joined names of the failed checks, or null when all pass."""
     joined = F.concat_ws("; ", *[F.when(failed, F.lit(reason)) for failed, reason in checks])
@@ -130,35 +119,18 @@ def _reasons(checks: list[tuple[Column, str]]) -> Column:
 
 
 def _parse(raw_df: DataFrame, fields: tuple[FieldSpec, ...]) -> tuple[DataFrame, list]:
-    """Parse ``raw_value`` and cast each field; return the frame and its type/null checks.
-
-    Every record is parsed with its numbers as doubles (``_fast``). A record that parse
-    refuses (malformed JSON, a number written as text, text where a number belongs) is
-    parsed again with every field as text (``_json``) and each field cast with
-    ``try_cast``, so a wrong type becomes a reason instead of a failed query or a silent
-    null. The text parse alone, for every record, cost Jackson a generator per number to
-    write it back out as text (about 7 % of the job's CPU draining a backlog).
-    """
-    options = {"mode": "PERMISSIVE"}
-    fast_df = raw_df.withColumn("_fast", F.from_json("raw_value", _number_schema(fields), options))
-    is_fast = F.col("raw_value").isNotNull() & F.col(f"_fast.{CORRUPT_RECORD}").isNull()
-    parsed_df = fast_df.withColumn(
-        "_json", F.when(~is_fast, F.from_json("raw_value", _string_schema(fields), options))
+    """Parse ``raw_value`` and cast each field; return the frame and its type/null checks."""
+    parsed_df = raw_df.withColumn(
+        "_json", F.from_json("raw_value", _string_schema(fields), {"mode": "PERMISSIVE"})
     )
     is_malformed_json = F.col("raw_value").isNull() | F.col(f"_json.{CORRUPT_RECORD}").isNotNull()
     checks: list[tuple[Column, str]] = [(is_malformed_json, "malformed_json")]
     typed = []
     for spec in fields:
-        fast, text = F.col(f"_fast.{spec.name}"), F.col(f"_json.{spec.name}")
-        is_text_missing = text.isNull() | (F.trim(text) == "")
-        if spec.spark_type == "double":
-            value = F.when(is_fast, fast).otherwise(text.try_cast("double"))
-            is_missing = F.when(is_fast, fast.isNull()).otherwise(is_text_missing)
-        else:
-            text = F.when(is_fast, fast).otherwise(text)
-            value = text if spec.spark_type == "string" else text.try_cast(spec.spark_type)
-            is_missing = text.isNull() | (F.trim(text) == "")
+        text = F.col(f"_json.{spec.name}")
+        value = text if spec.spark_type == "string" else text.try_cast(spec.spark_type)
         typed.append(value.alias(spec.name))
+        is_missing = text.isNull() | (F.trim(text) == "")
         if spec.required:
             checks.append((~is_malformed_json & is_missing, f"missing_field:{spec.name}"))
         if spec.spark_type != "string":
