@@ -9,8 +9,10 @@ from tests.conftest import TEST_KEY_VARIABLE, TEST_TOKEN_KEY
 from udfs.privacy import card_token_py, id_token_py
 from udfs.records import (
     RAW_KAFKA_SCHEMA,
+    filter_valid_records,
     parse_device_locations,
     parse_transactions,
+    to_bronze_device_locations,
     to_bronze_transactions,
     to_quarantine,
 )
@@ -154,3 +156,14 @@ def test_device_location_validation(spark):
         "kafka_offset long, quarantine_reason string",
     )
     assertDataFrameEqual(result, expected)
+
+
+def test_each_record_is_parsed_once(spark):
+    """The validity filter must not take a copy of the JSON parse with it (see
+    ``udfs.records._filter_by_reason``), and unread columns are still pruned."""
+    values = [json.dumps({"device_id": "d-1", "latitude": 1.0, "longitude": 2.0})]
+    parsed = parse_device_locations(raw_df(spark, values, "device-locations"), "1 day")
+    bronze = to_bronze_device_locations(parsed)
+    plan = bronze._jdf.queryExecution().optimizedPlan().toString()
+    assert plan.count("from_json(") == 1
+    assert filter_valid_records(parsed).schema == parsed.schema  # names, types, nullability

@@ -22,7 +22,7 @@ from txwatch.infra.config import Conf
 from txwatch.infra.delta import append_once
 from txwatch.queries.base import QuerySpec, RunContext
 from udfs.records import (
-    invalid_records,
+    filter_invalid_records,
     parse_device_locations,
     parse_metric_points,
     parse_transactions,
@@ -109,7 +109,7 @@ def parse_batch(raw_df: DataFrame, conf: Conf) -> ParsedBatch:
                 raw_df.filter(F.col("kafka_topic") == topics.device_locations), skew
             )
         ),
-        metric_points_df=invalid_records(
+        metric_points_df=filter_invalid_records(
             parse_metric_points(raw_df.filter(F.col("kafka_topic") == topics.metrics), skew)
         ),
     )
