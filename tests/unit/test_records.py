@@ -167,3 +167,7 @@ def test_each_record_is_parsed_once(spark):
     plan = bronze._jdf.queryExecution().optimizedPlan().toString()
     assert plan.count("from_json(") == 1
     assert filter_valid_records(parsed).schema == parsed.schema  # names, types, nullability
+    # A column nobody reads is not computed: no card token for a query of amounts.
+    tx_df = parse_transactions(raw_df(spark, [json.dumps(GOOD_TX)]), TEST_KEY_VARIABLE, "1 day")
+    amounts_df = to_bronze_transactions(tx_df).select("amount")
+    assert "card_token" not in amounts_df._jdf.queryExecution().optimizedPlan().toString()
