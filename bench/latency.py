@@ -77,6 +77,7 @@ from bench.throughput import (
     REPO_ROOT,
     Shard,
     ShardSimulator,
+    cpu_seconds,
     delete_topics,
     peak_rss_mib,
 )
@@ -306,6 +307,8 @@ class Sent:
     max_behind_s: float  # behind the simulated schedule, at most
     frauds: dict[str, float]
     producer_cores: float  # CPU the producer processes used while sending, in cores
+    # CPU the job's driver JVM (local mode: every task too) used over the measured window.
+    jvm_cores: float | None
 
 
 def run_producers(
@@ -315,8 +318,13 @@ def run_producers(
     job: subprocess.Popen[bytes],
     listener: AlertListener,
     rate: int,
+    jvm_pid: int | None,
 ) -> Sent:
-    """Send the shards' records live; report progress; stop if the job dies."""
+    """Send the shards' records live; report progress; stop if the job dies.
+
+    ``jvm_pid``: the job's JVM, whose CPU time is read when the measured window begins and
+    when producing ends.
+    """
     ctx = mp.get_context("spawn")
     ready, go = ctx.Barrier(len(shards) + 1, timeout=300), ctx.Event()
     start_epoch, counters = ctx.Value("d", 0.0), [ctx.Value("q", 0) for _ in shards]
@@ -336,7 +344,7 @@ def run_producers(
         start_epoch.value = time.time() + 0.2
         go.set()
         total_s, next_report = shards[0].params.duration_min * 60, PROGRESS_EVERY_S
-        window_start = None
+        window_start, window_cpu = None, None
         while any(p.is_alive() for p in processes):
             time.sleep(0.5)
             if job.poll() is not None:
@@ -344,6 +352,7 @@ def run_producers(
             elapsed = time.time() - start_epoch.value
             if window_start is None and elapsed >= warmup_s:
                 window_start = kafka_positions(conf)
+                window_cpu = (time.monotonic(), cpu_seconds(jvm_pid))
             if elapsed >= next_report:
                 next_report += PROGRESS_EVERY_S
                 sent = sum(c.value for c in counters)
@@ -361,12 +370,17 @@ def run_producers(
             process.join()
     if any(p.exitcode != 0 for p in processes) or window_start is None:
         raise RuntimeError("a producer failed; see its traceback above")
+    jvm_cores = None
+    end_cpu = cpu_seconds(jvm_pid)
+    if window_cpu is not None and window_cpu[1] is not None and end_cpu is not None:
+        jvm_cores = (end_cpu - window_cpu[1]) / (time.monotonic() - window_cpu[0])
     reports = [json.loads(o.read_text()) for o in outs]
     return Sent(
         window_start=window_start,
         max_behind_s=max(r["max_behind_s"] for r in reports),
         frauds={k: v for r in reports for k, v in r["frauds"].items()},
         producer_cores=sum(r["cpu_s"] for r in reports) / max(r["wall_s"] for r in reports),
+        jvm_cores=jvm_cores,
     )
 
 
@@ -594,7 +608,7 @@ def run_rate(rate: int, args: argparse.Namespace) -> Run:
         shards = plan_shards(rate, args.warmup_s, args.minutes * 60)
         users = sum(s.params.users for s in shards)
         log(f"{rate:,} ev/s: job ready; {users:,} users, {PRODUCERS} producers")
-        sent = run_producers(conf, shards, args.warmup_s, job, listener, rate)
+        sent = run_producers(conf, shards, args.warmup_s, job, listener, rate, java_child(job.pid))
         window_end = kafka_positions(conf)
         backlog = {q: window_end.backlog(q) for q in window_end.committed}
         log(f"{rate:,} ev/s: producing done, Kafka backlog {backlog}; waiting for alerts")
@@ -771,6 +785,23 @@ def _durations(values: list[float]) -> str:
     return f"median {stats[0]:.2f}, p95 {stats[1]:.2f}, max {stats[3]:.2f}"
 
 
+def _jvm_cpu_row(cores: float | None, input_rate: float) -> tuple[str, str, str]:
+    """The driver JVM's CPU over the measured window, in cores and per 1,000 events.
+
+    Latency grows steeply once a query falls behind; CPU per event follows the work done.
+    It still moves with the machine's speed: compare two runs with their machine index.
+    """
+    if cores is None or input_rate <= 0:
+        return ("CPU, driver JVM", "n/a", "")
+    per_1000_ms = cores / input_rate * 1_000_000
+    return (
+        "CPU, driver JVM",
+        f"{cores:.2f} cores",
+        f"{per_1000_ms:,.0f} ms per 1,000 events in, over the measured window "
+        f"(tasks included: local mode; {os.cpu_count()} cores here)",
+    )
+
+
 def _mib(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.0f} MiB"
 
@@ -829,6 +860,7 @@ def rate_table(run: Run, fig: Figures, args: argparse.Namespace) -> str:
     ]
     rows += [
         ("peak RSS, driver JVM", _mib(run.jvm_rss_mib), f"Python: {_mib(run.python_rss_mib)}"),
+        _jvm_cpu_row(run.sent.jvm_cores, fig.input_rate),
         ("job exit code", str(run.exit_code), "after SIGTERM"),
     ]
     label_w, value_w = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
