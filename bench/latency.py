@@ -39,6 +39,8 @@ Figures, per rate, over the measured window (warm-up end to end of producing):
 - micro-batch durations per query in the first and last third of the window, state rows
   in its first and last minute (``pipeline_progress``), peak RSS of the driver JVM and of
   the Python driver, the producers' CPU;
+- the CPU the stream job used (its Python driver, JVM and Python workers; the JVM alone
+  beside it), in cores and in ms per 1,000 input events;
 - a machine index: the CPU time of a fixed Python loop just before the job starts.
 
 Spark reads the lakes after the last job has exited; lakes, confs and logs stay in
@@ -299,6 +301,51 @@ class Positions:
         return self.records(query) - self.committed.get(query, 0)
 
 
+def process_tree_cpu_seconds(root: int) -> float | None:
+    """User plus system CPU time of process ``root`` and every live descendant so far.
+
+    The job's tree: the Python driver (``foreachBatch`` functions, the progress listener),
+    the JVM (driver and, in local mode, every task) and the Python workers the JVM starts
+    (the pandas operators). A worker that exited is not counted; Spark reuses them.
+    """
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    if root not in parents:  # gone
+        return None
+    tree, grew = {root}, True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= children
+        grew = bool(children)
+    return sum(r for r in (cpu_seconds(pid) for pid in tree) if r is not None)
+
+
+@dataclass(frozen=True)
+class JobCpu:
+    """CPU seconds the stream job has used so far: all its processes, and its JVM alone."""
+
+    job_s: float | None
+    jvm_s: float | None
+
+    @classmethod
+    def read(cls, job_pid: int, jvm_pid: int | None) -> JobCpu:
+        return cls(process_tree_cpu_seconds(job_pid), cpu_seconds(jvm_pid))
+
+    def cores_since(self, start: JobCpu, wall_s: float) -> tuple[float | None, float | None]:
+        """Cores busy on average since ``start``, ``wall_s`` ago: the job's, the JVM's."""
+
+        def cores(end: float | None, begin: float | None) -> float | None:
+            if end is None or begin is None or wall_s <= 0:
+                return None
+            return (end - begin) / wall_s
+
+        return cores(self.job_s, start.job_s), cores(self.jvm_s, start.jvm_s)
+
+
 @dataclass(frozen=True)
 class Sent:
     """What the producers did: when the measured window began, and the frauds' send times."""
@@ -307,8 +354,7 @@ class Sent:
     max_behind_s: float  # behind the simulated schedule, at most
     frauds: dict[str, float]
     producer_cores: float  # CPU the producer processes used while sending, in cores
-    # CPU the job's driver JVM (local mode: every task too) used over the measured window.
-    jvm_cores: float | None
+    cpu_at_start: JobCpu  # the job's CPU time so far when the measured window began
 
 
 def run_producers(
@@ -322,8 +368,8 @@ def run_producers(
 ) -> Sent:
     """Send the shards' records live; report progress; stop if the job dies.
 
-    ``jvm_pid``: the job's JVM, whose CPU time is read when the measured window begins and
-    when producing ends.
+    ``jvm_pid``: the job's JVM; its CPU time and the whole job's are read when the measured
+    window begins.
     """
     ctx = mp.get_context("spawn")
     ready, go = ctx.Barrier(len(shards) + 1, timeout=300), ctx.Event()
@@ -344,7 +390,7 @@ def run_producers(
         start_epoch.value = time.time() + 0.2
         go.set()
         total_s, next_report = shards[0].params.duration_min * 60, PROGRESS_EVERY_S
-        window_start, window_cpu = None, None
+        window_start, cpu_at_start = None, JobCpu(None, None)
         while any(p.is_alive() for p in processes):
             time.sleep(0.5)
             if job.poll() is not None:
@@ -352,7 +398,7 @@ def run_producers(
             elapsed = time.time() - start_epoch.value
             if window_start is None and elapsed >= warmup_s:
                 window_start = kafka_positions(conf)
-                window_cpu = (time.monotonic(), cpu_seconds(jvm_pid))
+                cpu_at_start = JobCpu.read(job.pid, jvm_pid)
             if elapsed >= next_report:
                 next_report += PROGRESS_EVERY_S
                 sent = sum(c.value for c in counters)
@@ -370,17 +416,13 @@ def run_producers(
             process.join()
     if any(p.exitcode != 0 for p in processes) or window_start is None:
         raise RuntimeError("a producer failed; see its traceback above")
-    jvm_cores = None
-    end_cpu = cpu_seconds(jvm_pid)
-    if window_cpu is not None and window_cpu[1] is not None and end_cpu is not None:
-        jvm_cores = (end_cpu - window_cpu[1]) / (time.monotonic() - window_cpu[0])
     reports = [json.loads(o.read_text()) for o in outs]
     return Sent(
         window_start=window_start,
         max_behind_s=max(r["max_behind_s"] for r in reports),
         frauds={k: v for r in reports for k, v in r["frauds"].items()},
         producer_cores=sum(r["cpu_s"] for r in reports) / max(r["wall_s"] for r in reports),
-        jvm_cores=jvm_cores,
+        cpu_at_start=cpu_at_start,
     )
 
 
@@ -567,6 +609,9 @@ class Run:
     python_rss_mib: float | None
     exit_code: int | None
     cpu_index_s: float  # before the job started (``cpu_index_s``)
+    # Cores busy on average over the measured window: the job's processes, its JVM alone.
+    job_cores: float | None
+    jvm_cores: float | None
 
 
 def run_rate(rate: int, args: argparse.Namespace) -> Run:
@@ -608,8 +653,12 @@ def run_rate(rate: int, args: argparse.Namespace) -> Run:
         shards = plan_shards(rate, args.warmup_s, args.minutes * 60)
         users = sum(s.params.users for s in shards)
         log(f"{rate:,} ev/s: job ready; {users:,} users, {PRODUCERS} producers")
-        sent = run_producers(conf, shards, args.warmup_s, job, listener, rate, java_child(job.pid))
+        jvm_pid = java_child(job.pid)
+        sent = run_producers(conf, shards, args.warmup_s, job, listener, rate, jvm_pid)
         window_end = kafka_positions(conf)
+        job_cores, jvm_cores = JobCpu.read(job.pid, jvm_pid).cores_since(
+            sent.cpu_at_start, window_end.at - sent.window_start.at
+        )
         backlog = {q: window_end.backlog(q) for q in window_end.committed}
         log(f"{rate:,} ev/s: producing done, Kafka backlog {backlog}; waiting for alerts")
         settled, deadline = 0, time.monotonic() + args.grace_s
@@ -647,6 +696,8 @@ def run_rate(rate: int, args: argparse.Namespace) -> Run:
         python_rss,
         exit_code,
         index_s,
+        job_cores,
+        jvm_cores,
     )
 
 
@@ -785,20 +836,24 @@ def _durations(values: list[float]) -> str:
     return f"median {stats[0]:.2f}, p95 {stats[1]:.2f}, max {stats[3]:.2f}"
 
 
-def _jvm_cpu_row(cores: float | None, input_rate: float) -> tuple[str, str, str]:
-    """The driver JVM's CPU over the measured window, in cores and per 1,000 events.
+def _cpu_row(run: Run, input_rate: float) -> tuple[str, str, str]:
+    """The job's CPU over the measured window, in cores and per 1,000 input events.
 
-    Latency grows steeply once a query falls behind; CPU per event follows the work done.
-    It still moves with the machine's speed: compare two runs with their machine index.
+    Unlike latency, which jumps once a query falls behind, CPU per event tracks the work
+    done; a job that did not keep up left part of the window's work undone (and cannot use
+    more than the cores), so its figure understates the cost. It also moves with the
+    machine's speed: compare two runs with their machine index.
     """
-    if cores is None or input_rate <= 0:
-        return ("CPU, driver JVM", "n/a", "")
-    per_1000_ms = cores / input_rate * 1_000_000
+    if run.job_cores is None or input_rate <= 0:
+        return ("CPU, stream job", "n/a", "its processes could not be read")
+    per_1000_ms = run.job_cores / input_rate * 1_000_000
+    jvm = "n/a" if run.jvm_cores is None else f"{run.jvm_cores:.2f}"
     return (
-        "CPU, driver JVM",
-        f"{cores:.2f} cores",
-        f"{per_1000_ms:,.0f} ms per 1,000 events in, over the measured window "
-        f"(tasks included: local mode; {os.cpu_count()} cores here)",
+        "CPU, stream job",
+        f"{run.job_cores:.2f} cores",
+        f"{per_1000_ms:,.0f} ms per 1,000 events in; of the cores, the JVM {jvm} (its driver "
+        f"and, on a local master, every task), the rest the Python driver and workers; "
+        f"{os.cpu_count()} cores here",
     )
 
 
@@ -860,7 +915,7 @@ def rate_table(run: Run, fig: Figures, args: argparse.Namespace) -> str:
     ]
     rows += [
         ("peak RSS, driver JVM", _mib(run.jvm_rss_mib), f"Python: {_mib(run.python_rss_mib)}"),
-        _jvm_cpu_row(run.sent.jvm_cores, fig.input_rate),
+        _cpu_row(run, fig.input_rate),
         ("job exit code", str(run.exit_code), "after SIGTERM"),
     ]
     label_w, value_w = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
