@@ -301,6 +301,29 @@ class Positions:
         return self.records(query) - self.committed.get(query, 0)
 
 
+@dataclass(frozen=True)
+class ProcessStat:
+    """One process, from ``/proc/<pid>/stat``."""
+
+    command: str  # the executable's name, e.g. "java"
+    parent: int
+    cpu_s: float  # user plus system CPU time so far, all its threads
+
+
+def processes() -> dict[int, ProcessStat]:
+    """Every process Linux lists now, by pid."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, rest = stat.read_text().rsplit(")", 1)
+            fields = rest.split()
+            cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            found[int(stat.parent.name)] = ProcessStat(head.split("(", 1)[1], int(fields[1]), cpu_s)
+        except (OSError, IndexError, ValueError):
+            continue  # exited while we looked
+    return found
+
+
 def process_tree_cpu_seconds(root: int) -> float | None:
     """User plus system CPU time of process ``root`` and every live descendant so far.
 
@@ -308,20 +331,15 @@ def process_tree_cpu_seconds(root: int) -> float | None:
     the JVM (driver and, in local mode, every task) and the Python workers the JVM starts
     (the pandas operators). A worker that exited is not counted; Spark reuses them.
     """
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    if root not in parents:  # gone
+    table = processes()
+    if root not in table:  # gone
         return None
     tree, grew = {root}, True
     while grew:
-        children = {pid for pid, parent in parents.items() if parent in tree} - tree
+        children = {pid for pid, stat in table.items() if stat.parent in tree} - tree
         tree |= children
         grew = bool(children)
-    return sum(r for r in (cpu_seconds(pid) for pid in tree) if r is not None)
+    return sum(table[pid].cpu_s for pid in tree)
 
 
 @dataclass(frozen=True)
@@ -574,14 +592,14 @@ def log_tail(path: Path, lines: int = 30) -> str:
 
 def java_child(pid: int) -> int | None:
     """The ``java`` process started by process ``pid`` (PySpark's driver JVM)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            comm, rest = stat.read_text().rsplit(")", 1)
-        except OSError:
-            continue
-        if comm.endswith("(java") and int(rest.split()[1]) == pid:
-            return int(stat.parent.name)
-    return None
+    return next(
+        (
+            child
+            for child, stat in processes().items()
+            if stat.command == "java" and stat.parent == pid
+        ),
+        None,
+    )
 
 
 def wait_until_ready(job: subprocess.Popen[bytes], conf: Conf, log_path: Path) -> None:
@@ -669,8 +687,7 @@ def run_rate(rate: int, args: argparse.Namespace) -> Run:
         missing = len(set(sent.frauds) - set(listener.first_ms))
         busy = ", ".join(batches_in_flight(conf)) or "none"
         log(f"{rate:,} ev/s: {missing} frauds without an alert, queries busy: {busy}; stopping")
-        jvm = java_child(job.pid)
-        jvm_rss, python_rss = peak_rss_mib(jvm), peak_rss_mib(job.pid)
+        jvm_rss, python_rss = peak_rss_mib(jvm_pid), peak_rss_mib(job.pid)
         job.send_signal(signal.SIGTERM)
         exit_code = job.wait(timeout=300)
         if exit_code != 0:
