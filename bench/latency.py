@@ -79,7 +79,6 @@ from bench.throughput import (
     REPO_ROOT,
     Shard,
     ShardSimulator,
-    cpu_seconds,
     delete_topics,
     peak_rss_mib,
 )
@@ -324,14 +323,14 @@ def processes() -> dict[int, ProcessStat]:
     return found
 
 
-def process_tree_cpu_seconds(root: int) -> float | None:
+def process_tree_cpu_seconds(root: int, table: dict[int, ProcessStat]) -> float | None:
     """User plus system CPU time of process ``root`` and every live descendant so far.
 
     The job's tree: the Python driver (``foreachBatch`` functions, the progress listener),
     the JVM (driver and, in local mode, every task) and the Python workers the JVM starts
     (the pandas operators). A worker that exited is not counted; Spark reuses them.
+    ``table``: ``processes()``.
     """
-    table = processes()
     if root not in table:  # gone
         return None
     tree, grew = {root}, True
@@ -351,7 +350,9 @@ class JobCpu:
 
     @classmethod
     def read(cls, job_pid: int, jvm_pid: int | None) -> JobCpu:
-        return cls(process_tree_cpu_seconds(job_pid), cpu_seconds(jvm_pid))
+        table = processes()  # one look at /proc for both figures
+        jvm = table.get(jvm_pid) if jvm_pid is not None else None
+        return cls(process_tree_cpu_seconds(job_pid, table), jvm.cpu_s if jvm else None)
 
     def cores_since(self, start: JobCpu, wall_s: float) -> tuple[float | None, float | None]:
         """Cores busy on average since ``start``, ``wall_s`` ago: the job's, the JVM's."""
