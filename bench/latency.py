@@ -309,17 +309,26 @@ class ProcessStat:
     cpu_s: float  # user plus system CPU time so far, all its threads
 
 
+def read_stat(path: Path) -> tuple[str, list[str], float] | None:
+    """A process's or thread's ``stat`` file: its name, the fields after the name, and its
+    user plus system CPU time so far; None if it exited while we looked."""
+    try:
+        head, rest = path.read_text().rsplit(")", 1)
+        fields = rest.split()
+        cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+    return head.split("(", 1)[1], fields, cpu_s
+
+
 def processes() -> dict[int, ProcessStat]:
     """Every process Linux lists now, by pid."""
     found = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            head, rest = stat.read_text().rsplit(")", 1)
-            fields = rest.split()
-            cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            found[int(stat.parent.name)] = ProcessStat(head.split("(", 1)[1], int(fields[1]), cpu_s)
-        except (OSError, IndexError, ValueError):
-            continue  # exited while we looked
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        stat = read_stat(path)
+        if stat is not None:
+            name, fields, cpu_s = stat
+            found[int(path.parent.name)] = ProcessStat(name, int(fields[1]), cpu_s)
     return found
 
 
@@ -341,18 +350,48 @@ def process_tree_cpu_seconds(root: int, table: dict[int, ProcessStat]) -> float 
     return sum(table[pid].cpu_s for pid in tree)
 
 
+# What the JVM's threads do, by the names Linux shows (the first 15 characters of the Java
+# thread's name): the first prefix that matches names the group.
+JVM_THREAD_GROUPS = (
+    ("tasks", ("Executor task",)),
+    ("query threads", ("stream executio",)),  # planning, offsets, commits, foreachBatch
+    ("JIT compiler", ("C1 CompilerThre", "C2 CompilerThre", "Sweeper thread")),
+    ("GC", ("GC Thread", "G1 ", "VM Thread")),
+)
+
+
+def jvm_thread_group(name: str) -> str:
+    """The group of ``JVM_THREAD_GROUPS`` a JVM thread belongs to, or "other"."""
+    return next(
+        (group for group, prefixes in JVM_THREAD_GROUPS if name.startswith(prefixes)), "other"
+    )
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """Each live thread of process ``pid``: its name and user plus system CPU time so far."""
+    found = {}
+    for path in Path(f"/proc/{pid}/task").glob("[0-9]*/stat"):
+        stat = read_stat(path)
+        if stat is not None:
+            found[int(path.parent.name)] = (stat[0], stat[2])
+    return found
+
+
 @dataclass(frozen=True)
 class JobCpu:
-    """CPU seconds the stream job has used so far: all its processes, and its JVM alone."""
+    """CPU seconds the stream job has used so far: all its processes, its JVM alone, and
+    the JVM's live threads (name and CPU seconds, by thread id)."""
 
     job_s: float | None
     jvm_s: float | None
+    jvm_threads: dict[int, tuple[str, float]]
 
     @classmethod
     def read(cls, job_pid: int, jvm_pid: int | None) -> JobCpu:
         table = processes()  # one look at /proc for both figures
         jvm = table.get(jvm_pid) if jvm_pid is not None else None
-        return cls(process_tree_cpu_seconds(job_pid, table), jvm.cpu_s if jvm else None)
+        threads = thread_cpu_seconds(jvm_pid) if jvm and jvm_pid is not None else {}
+        return cls(process_tree_cpu_seconds(job_pid, table), jvm.cpu_s if jvm else None, threads)
 
     def cores_since(self, start: JobCpu, wall_s: float) -> tuple[float | None, float | None]:
         """Cores busy on average since ``start``, ``wall_s`` ago: the job's, the JVM's."""
@@ -363,6 +402,20 @@ class JobCpu:
             return (end - begin) / wall_s
 
         return cores(self.job_s, start.job_s), cores(self.jvm_s, start.jvm_s)
+
+    def jvm_groups_since(self, start: JobCpu) -> dict[str, float]:
+        """The JVM's CPU seconds since ``start`` by thread group (``JVM_THREAD_GROUPS``).
+
+        Counts the threads alive now (a thread started since counts whole); what a thread
+        that ended in between used is missing, so the groups add up to a little less than
+        the JVM's total. Spark keeps its task and query threads for the job's life.
+        """
+        used: dict[str, float] = {}
+        for tid, (name, cpu_s) in self.jvm_threads.items():
+            before = start.jvm_threads.get(tid)
+            group = jvm_thread_group(name)
+            used[group] = used.get(group, 0.0) + cpu_s - (before[1] if before else 0.0)
+        return used
 
 
 @dataclass(frozen=True)
@@ -409,7 +462,7 @@ def run_producers(
         start_epoch.value = time.time() + 0.2
         go.set()
         total_s, next_report = shards[0].params.duration_min * 60, PROGRESS_EVERY_S
-        window_start, cpu_at_start = None, JobCpu(None, None)
+        window_start, cpu_at_start = None, JobCpu(None, None, {})
         while any(p.is_alive() for p in processes):
             time.sleep(0.5)
             if job.poll() is not None:
@@ -631,6 +684,8 @@ class Run:
     # Cores busy on average over the measured window: the job's processes, its JVM alone.
     job_cores: float | None
     jvm_cores: float | None
+    # The JVM's CPU seconds over the measured window by thread group (``JVM_THREAD_GROUPS``).
+    jvm_groups: dict[str, float]
 
 
 def run_rate(rate: int, args: argparse.Namespace) -> Run:
@@ -675,9 +730,11 @@ def run_rate(rate: int, args: argparse.Namespace) -> Run:
         jvm_pid = java_child(job.pid)
         sent = run_producers(conf, shards, args.warmup_s, job, listener, rate, jvm_pid)
         window_end = kafka_positions(conf)
-        job_cores, jvm_cores = JobCpu.read(job.pid, jvm_pid).cores_since(
+        cpu_at_end = JobCpu.read(job.pid, jvm_pid)
+        job_cores, jvm_cores = cpu_at_end.cores_since(
             sent.cpu_at_start, window_end.at - sent.window_start.at
         )
+        jvm_groups = cpu_at_end.jvm_groups_since(sent.cpu_at_start)
         backlog = {q: window_end.backlog(q) for q in window_end.committed}
         log(f"{rate:,} ev/s: producing done, Kafka backlog {backlog}; waiting for alerts")
         settled, deadline = 0, time.monotonic() + args.grace_s
@@ -716,6 +773,7 @@ def run_rate(rate: int, args: argparse.Namespace) -> Run:
         index_s,
         job_cores,
         jvm_cores,
+        jvm_groups,
     )
 
 
@@ -875,6 +933,29 @@ def _cpu_row(run: Run, input_rate: float) -> tuple[str, str, str]:
     )
 
 
+def _jvm_threads_row(run: Run) -> tuple[str, str, str]:
+    """The JVM's CPU over the measured window by what its threads do, as shares.
+
+    Tasks run the micro-batches' work; query threads plan them and commit offsets, state
+    and Delta tables; the JIT compiler turns hot code, Spark's own and the code it
+    generates, into machine code. In the first minutes the compiler takes a large share:
+    the longer the window, the smaller it gets.
+    """
+    total = sum(run.jvm_groups.values())
+    if total <= 0:
+        return ("CPU, JVM threads", "n/a", "the JVM's threads could not be read")
+    order = [group for group, _ in JVM_THREAD_GROUPS] + ["other"]
+    shares = ", ".join(
+        f"{group} {100 * run.jvm_groups.get(group, 0.0) / total:.0f} %" for group in order
+    )
+    return (
+        "CPU, JVM threads",
+        f"{total:,.0f} core-s",
+        f"{shares} (tasks: the micro-batches' work; query threads: planning, offsets, "
+        "commits; JIT compiler: machine code for Spark's code and the code it generates)",
+    )
+
+
 def _mib(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.0f} MiB"
 
@@ -934,6 +1015,7 @@ def rate_table(run: Run, fig: Figures, args: argparse.Namespace) -> str:
     rows += [
         ("peak RSS, driver JVM", _mib(run.jvm_rss_mib), f"Python: {_mib(run.python_rss_mib)}"),
         _cpu_row(run, fig.input_rate),
+        _jvm_threads_row(run),
         ("job exit code", str(run.exit_code), "after SIGTERM"),
     ]
     label_w, value_w = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
