@@ -81,6 +81,7 @@ from bench.throughput import (
     ShardSimulator,
     delete_topics,
     peak_rss_mib,
+    read_stat,
 )
 from txwatch.infra import tables
 from txwatch.infra.config import Conf, load_conf
@@ -307,18 +308,6 @@ class ProcessStat:
     command: str  # the executable's name, e.g. "java"
     parent: int
     cpu_s: float  # user plus system CPU time so far, all its threads
-
-
-def read_stat(path: Path) -> tuple[str, list[str], float] | None:
-    """A process's or thread's ``stat`` file: its name, the fields after the name, and its
-    user plus system CPU time so far; None if it exited while we looked."""
-    try:
-        head, rest = path.read_text().rsplit(")", 1)
-        name, fields = head.split("(", 1)[1], rest.split()
-        cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
-    return name, fields, cpu_s
 
 
 def processes() -> dict[int, ProcessStat]:

@@ -588,13 +588,22 @@ def reset_peak_rss(pid: int | None) -> bool:
     return True
 
 
+def read_stat(path: Path) -> tuple[str, list[str], float] | None:
+    """A process's or thread's ``stat`` file: its name, the fields after the name, and its
+    user plus system CPU time so far; None if it exited while we looked."""
+    try:
+        head, rest = path.read_text().rsplit(")", 1)
+        name, fields = head.split("(", 1)[1], rest.split()
+        cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+    return name, fields, cpu_s
+
+
 def cpu_seconds(pid: int | None) -> float | None:
     """User plus system CPU time process ``pid`` has used so far (all its threads)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    stat = read_stat(Path(f"/proc/{pid}/stat")) if pid is not None else None
+    return None if stat is None else stat[2]
 
 
 @dataclass(frozen=True)
