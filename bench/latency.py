@@ -708,6 +708,8 @@ def run_rate(rate: int, args: argparse.Namespace) -> Run:
     env.setdefault(conf.privacy.token_key_env, BENCH_TOKEN_KEY.decode())
     env.update(PYTHONPATH=str(REPO_ROOT))
     env.pop("TXWATCH_LAKE_ROOT", None)
+    if args.java_options:  # the job's JVM only, not the broker's or the producers'
+        env["JAVA_TOOL_OPTIONS"] = args.java_options
     command = [str(PYTHON), "-m", "jobs.stream", "--conf", str(conf_path), "--quiet"]
     if args.queries:
         command += ["--queries", args.queries]
@@ -1024,6 +1026,7 @@ def rate_table(run: Run, fig: Figures, args: argparse.Namespace) -> str:
         f"{args.minutes:g} min measured after "
         f"{args.warmup_s:g} s of warm-up, {os.cpu_count()} cores; machine index "
         f"{run.cpu_index_s:.2f} s (a fixed Python loop's CPU time before the run)"
+        + (f"; JVM options {args.java_options}" if args.java_options else "")
     )
     lines = [header, "-" * len(header)]
     lines += [f"{a:<{label_w}}  {b:>{value_w}}  {c}".rstrip() for a, b, c in rows]
@@ -1102,6 +1105,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="MLflow registry the payment_scoring query loads its model from, e.g. the demo's "
         "sqlite:///$PWD/lake/_mlflow/mlflow.db (default: the bench lake's own, which holds "
         "no model: payments pass unscored)",
+    )
+    parser.add_argument(
+        "--java-options",
+        help="JVM options for the stream job's JVM (as JAVA_TOOL_OPTIONS), to compare JVM "
+        "settings, e.g. --java-options=-XX:+UseParallelGC (with '=': the value starts with '-')",
     )
     args = parser.parse_args(argv)
     if not args.conf.is_file():

@@ -4,9 +4,9 @@ A master and two workers of one core each (``scripts/spark-cluster.sh``), the jo
 with ``./spark-submit.sh`` (the master given after the job name), a simulated Kafka backlog
 drained with ``--available-now`` in micro-batches of 600 records, so every stateful
 operator commits its RocksDB state to the checkpoint many times from executors on two
-workers. The same backlog is drained by a
-``local[2]`` run into a lake of its own; bronze, quarantine, enriched and alerts must hold
-exactly the same rows (processing-time columns aside).
+workers. The same backlog is drained in local mode (the tests' ``local[2]`` session) into
+a lake of its own; bronze, quarantine, enriched and alerts must hold exactly the same rows
+(processing-time columns aside).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import pytest
 from pyspark.sql import DataFrame
 
 from tests.conftest import REPO, TEST_TOKEN_KEY, _free_port
-from tests.integration.kafka_helpers import travel_only_params
+from tests.integration.kafka_helpers import run_pipeline, travel_only_params
 from txwatch.infra import tables
+from txwatch.infra.config import Conf
 from txwatch.infra.kafka_admin import ensure_topics
 from txwatch.lake import read_table
 from txwatch.simulator import Simulator, produce
@@ -76,7 +77,7 @@ def cluster(tmp_path: Path) -> Iterator[str]:
 
 
 def write_conf(kafka_conf, path: Path, lake: Path, run: str) -> Path:
-    """The job's conf for one run: its own lake and its own output topics, the shared input."""
+    """The cluster run's conf: its own lake and its own output topics, the shared input."""
     topics = kafka_conf.kafka.topics
     path.write_text(
         f"""extends: {REPO / "conf" / "base.yaml"}
@@ -101,6 +102,19 @@ spark:
 """
     )
     return path
+
+
+def reference_conf(kafka_conf: Conf, lake: Path) -> Conf:
+    """What ``write_conf`` gives the cluster run, for the local run in the tests' session:
+    its own lake and output topics, the shared input, 600 records per micro-batch."""
+    topics = kafka_conf.kafka.topics
+    own_topics = dataclasses.replace(
+        topics,
+        potential_fraud=f"{topics.potential_fraud}-local",
+        enrichment_candidates=f"{topics.enrichment_candidates}-local",
+    )
+    kafka = dataclasses.replace(kafka_conf.kafka, topics=own_topics, max_offsets_per_trigger=600)
+    return dataclasses.replace(kafka_conf, lake_root=str(lake), kafka=kafka)
 
 
 def submit(*args: str) -> subprocess.CompletedProcess[str]:
@@ -141,23 +155,15 @@ def test_standalone_cluster_writes_the_same_rows_as_local_mode(
     assert sent > 3 * 600, "the backlog should take several micro-batches"
 
     lakes = {run: tmp_path / f"lake-{run}" for run in ("local", "cluster")}
-    confs = {
-        run: write_conf(kafka_conf, tmp_path / f"{run}.yaml", lake, run)
-        for run, lake in lakes.items()
-    }
-    local = submit(
-        "--master",
-        "local[2]",
-        "stream",
-        "--conf",
-        str(confs["local"]),
-        "--available-now",
-        "--quiet",
-    )
-    assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
+    cluster_conf = write_conf(kafka_conf, tmp_path / "cluster.yaml", lakes["cluster"], "cluster")
+    # The reference run in local mode, in the tests' own session (spark-submit's local path
+    # has tests of its own): the same pipeline, conf and key, in one process.
+    local_conf = reference_conf(kafka_conf, lakes["local"])
+    ensure_topics(local_conf)
+    run_pipeline(spark, local_conf)
     # The master after the job name, as a user may type it.
     on_cluster = submit(
-        "stream", "--conf", str(confs["cluster"]), "--available-now", "--quiet", "--master", cluster
+        "stream", "--conf", str(cluster_conf), "--available-now", "--quiet", "--master", cluster
     )
     assert on_cluster.returncode == 0, on_cluster.stdout[-3000:] + on_cluster.stderr[-3000:]
 

@@ -42,11 +42,14 @@ def first_per_alert(messages_df: DataFrame) -> DataFrame:
 
 
 def store_new_alerts(spark: SparkSession, conf: Conf, alerts_df: DataFrame, batch_id: int) -> None:
-    """Append the alerts of ``alerts_df`` (one row per id) that ``alerts`` does not hold yet.
+    """Append the alerts of ``alerts_df`` (valid messages, an id possibly repeated) that
+    ``alerts`` does not hold yet, each id once (its first message).
 
     A batch job that raises alerts (``similarity``) stores them itself before publishing
     them: this query then finds them stored and skips them.
     """
+    # The range of every message's event time covers that of the first message per id, and
+    # needs no shuffle (the window of ``first_per_alert``) to find.
     in_range = event_time_range(alerts_df)
     if in_range is None:
         return
@@ -57,7 +60,7 @@ def store_new_alerts(spark: SparkSession, conf: Conf, alerts_df: DataFrame, batc
         .filter(F.expr(in_range))
         .select("alert_id")
     )
-    new_df = alerts_df.join(stored_df, on="alert_id", how="left_anti")
+    new_df = first_per_alert(alerts_df).join(stored_df, on="alert_id", how="left_anti")
     append_once(new_df, conf, tables.ALERTS, NAME, batch_id)
 
 
@@ -67,7 +70,7 @@ def batch_writer(spark: SparkSession, conf: Conf) -> Callable[[DataFrame, int], 
     def write_alerts_batch(batch_df: DataFrame, batch_id: int) -> None:
         required = ("alert_id", "alert_type")
         with valid_messages(batch_df, ALERT_SCHEMA, required, conf, NAME, batch_id) as alerts_df:
-            store_new_alerts(spark, conf, first_per_alert(alerts_df), batch_id)
+            store_new_alerts(spark, conf, alerts_df, batch_id)
 
     return write_alerts_batch
 
