@@ -12,8 +12,8 @@ For each rate R (events/s, location fixes and payments together), in order:
    ``--enrich-trigger`` override them).
 2. The pipeline runs as a user runs it continuously, in its own process:
    ``python -m jobs.stream --conf <that file> --quiet --duration ...`` (log in
-   ``.bench/latency/stream-<R>.log``). The benchmark waits until its tables and the ingest
-   checkpoint exist.
+   ``.bench/latency/stream-<R>.log``; ``--java-options=...`` as its ``JAVA_TOOL_OPTIONS``).
+   The benchmark waits until its tables and the ingest checkpoint exist.
 3. Two producer processes (``bench.throughput``'s shards) each simulate half of a population
    sized for R events per simulated second (phones report every 10 s; payments are 5 % of the
    events, enough of them impossible travel for a few hundred frauds) starting at the wall
@@ -708,7 +708,8 @@ def run_rate(rate: int, args: argparse.Namespace) -> Run:
     env.setdefault(conf.privacy.token_key_env, BENCH_TOKEN_KEY.decode())
     env.update(PYTHONPATH=str(REPO_ROOT))
     env.pop("TXWATCH_LAKE_ROOT", None)
-    if args.java_options:  # the job's JVM only, not the broker's or the producers'
+    # The job's JVMs (spark-submit's short launcher too), not the broker's or the producers'.
+    if args.java_options:
         env["JAVA_TOOL_OPTIONS"] = args.java_options
     command = [str(PYTHON), "-m", "jobs.stream", "--conf", str(conf_path), "--quiet"]
     if args.queries:
@@ -1108,7 +1109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--java-options",
-        help="JVM options for the stream job's JVM (as JAVA_TOOL_OPTIONS), to compare JVM "
+        help="JVM options for the stream job's JVMs (as JAVA_TOOL_OPTIONS; spark-submit's "
+        "launcher gets them too), to compare JVM "
         "settings, e.g. --java-options=-XX:+UseParallelGC (with '=': the value starts with '-')",
     )
     args = parser.parse_args(argv)

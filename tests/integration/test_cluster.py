@@ -156,8 +156,8 @@ def test_standalone_cluster_writes_the_same_rows_as_local_mode(
 
     lakes = {run: tmp_path / f"lake-{run}" for run in ("local", "cluster")}
     cluster_conf = write_conf(kafka_conf, tmp_path / "cluster.yaml", lakes["cluster"], "cluster")
-    # The reference run in local mode, in the tests' own session (spark-submit's local path
-    # has tests of its own): the same pipeline, conf and key, in one process.
+    # The reference run in local mode, in the tests' own session: the same pipeline, the
+    # settings that shape the output and the same key value, without a second JVM.
     local_conf = reference_conf(kafka_conf, lakes["local"])
     ensure_topics(local_conf)
     run_pipeline(spark, local_conf)

@@ -7,7 +7,7 @@ from datetime import datetime
 import pyspark.sql.functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from txwatch.queries.alerts import first_per_alert
+from txwatch.queries.alerts import REQUIRED_FIELDS, first_per_alert
 from udfs.alerts import ALERT_COLUMNS, ALERT_SCHEMA
 from udfs.messages import parse_messages, to_messages
 from udfs.records import RAW_KAFKA_SCHEMA
@@ -86,3 +86,12 @@ def test_the_first_published_message_of_an_alert_is_the_one_kept(spark):
     raw = as_kafka_rows(spark, to_messages(alerts, key="alert_id"), offsets=[7, 9, 8])
     kept = first_per_alert(parse_messages(raw, ALERT_SCHEMA, ("alert_id", "alert_type")))
     assert sorted((r.alert_id, r.score) for r in kept.collect()) == [("a1", 12.0), ("a2", 5.0)]
+
+
+def test_an_alert_without_an_event_time_is_quarantined_not_silently_dropped(spark):
+    alerts = spark.createDataFrame([alert_row("a1", 12.0, {})], ALERT_SCHEMA).withColumn(
+        "event_time", F.lit(None).cast("timestamp")
+    )
+    raw = as_kafka_rows(spark, to_messages(alerts, key="alert_id"))
+    parsed = parse_messages(raw, ALERT_SCHEMA, REQUIRED_FIELDS)
+    assert [r.quarantine_reason for r in parsed.collect()] == ["event_time missing"]

@@ -29,6 +29,10 @@ from txwatch.queries.base import ALERT_TABLE_POOL, QuerySpec, RunContext
 from udfs.alerts import ALERT_COLUMNS, ALERT_SCHEMA
 
 NAME = "alerts"
+# What an alert message must hold to be stored; one without is quarantined with the reason.
+# ``event_time`` too: a batch's alerts are matched with the stored ones within their
+# event-time range, which alerts without one would leave empty (and them unstored).
+REQUIRED_FIELDS = ("alert_id", "alert_type", "event_time")
 
 
 def first_per_alert(messages_df: DataFrame) -> DataFrame:
@@ -42,14 +46,15 @@ def first_per_alert(messages_df: DataFrame) -> DataFrame:
 
 
 def store_new_alerts(spark: SparkSession, conf: Conf, alerts_df: DataFrame, batch_id: int) -> None:
-    """Append the alerts of ``alerts_df`` (valid messages, an id possibly repeated) that
-    ``alerts`` does not hold yet, each id once (its first message).
+    """Append the alerts of ``alerts_df`` (valid messages with their Kafka columns, as
+    ``valid_messages`` yields them; an id possibly repeated) that ``alerts`` does not hold
+    yet, each id once (its first message).
 
     A batch job that raises alerts (``similarity``) stores them itself before publishing
     them: this query then finds them stored and skips them.
     """
     # The range of every message's event time covers that of the first message per id, and
-    # needs no shuffle (the window of ``first_per_alert``) to find.
+    # needs no window (``first_per_alert``'s shuffle) to find.
     in_range = event_time_range(alerts_df)
     if in_range is None:
         return
@@ -68,8 +73,9 @@ def batch_writer(spark: SparkSession, conf: Conf) -> Callable[[DataFrame, int], 
     """The ``foreachBatch`` function of the alerts query."""
 
     def write_alerts_batch(batch_df: DataFrame, batch_id: int) -> None:
-        required = ("alert_id", "alert_type")
-        with valid_messages(batch_df, ALERT_SCHEMA, required, conf, NAME, batch_id) as alerts_df:
+        with valid_messages(
+            batch_df, ALERT_SCHEMA, REQUIRED_FIELDS, conf, NAME, batch_id
+        ) as alerts_df:
             store_new_alerts(spark, conf, alerts_df, batch_id)
 
     return write_alerts_batch
