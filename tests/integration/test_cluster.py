@@ -76,7 +76,7 @@ def cluster(tmp_path: Path) -> Iterator[str]:
     assert left.returncode == 1 and "not running" in left.stdout, stopped.stdout + left.stdout
 
 
-def write_conf(kafka_conf, path: Path, lake: Path, run: str) -> Path:
+def write_conf(kafka_conf, path: Path, lake: Path) -> Path:
     """The cluster run's conf: its own lake and its own output topics, the shared input."""
     topics = kafka_conf.kafka.topics
     path.write_text(
@@ -87,8 +87,8 @@ kafka:
   topics:
     transactions: {topics.transactions}
     device_locations: {topics.device_locations}
-    potential_fraud: {topics.potential_fraud}-{run}
-    enrichment_candidates: {topics.enrichment_candidates}-{run}
+    potential_fraud: {topics.potential_fraud}-cluster
+    enrichment_candidates: {topics.enrichment_candidates}-cluster
     metrics: {topics.metrics}
   partitions: 2
   max_offsets_per_trigger: 600
@@ -155,7 +155,7 @@ def test_standalone_cluster_writes_the_same_rows_as_local_mode(
     assert sent > 3 * 600, "the backlog should take several micro-batches"
 
     lakes = {run: tmp_path / f"lake-{run}" for run in ("local", "cluster")}
-    cluster_conf = write_conf(kafka_conf, tmp_path / "cluster.yaml", lakes["cluster"], "cluster")
+    cluster_conf = write_conf(kafka_conf, tmp_path / "cluster.yaml", lakes["cluster"])
     # The reference run in local mode, in the tests' own session: the same pipeline, the
     # settings that shape the output and the same key value, without a second JVM.
     local_conf = reference_conf(kafka_conf, lakes["local"])
