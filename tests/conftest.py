@@ -44,6 +44,7 @@ def base_conf() -> Conf:
         conf.spark,
         shuffle_partitions=2,
         options={
+            **conf.spark.options,
             "spark.ui.enabled": "false",
             "spark.ui.showConsoleProgress": "false",
             "spark.databricks.delta.snapshotPartitions": "1",

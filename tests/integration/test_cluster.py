@@ -2,9 +2,9 @@
 
 A master and two workers of one core each (``scripts/spark-cluster.sh``), the job submitted
 with ``./spark-submit.sh`` (the master given after the job name), a simulated Kafka backlog
-drained with ``--available-now`` in micro-batches of 600 records, so every stateful
-operator commits its RocksDB state to the checkpoint many times from executors on two
-workers. The same backlog is drained in local mode (the tests' ``local[2]`` session) into
+drained with ``--available-now`` in micro-batches of 600 records, so ingest and travel
+take more than one and the join commits its RocksDB state to the checkpoint more than once
+from executors on two workers. The same backlog is drained in local mode (the tests' ``local[2]`` session) into
 a lake of its own; bronze, quarantine, enriched and alerts must hold exactly the same rows
 (processing-time columns aside).
 """
@@ -145,14 +145,14 @@ def test_standalone_cluster_writes_the_same_rows_as_local_mode(
         seed=5,
         users=30,
         duration_min=30,
-        ping_interval_s=30,
+        ping_interval_s=60,
         tx_per_hour=8,
         impossible_travel_rate=0.1,
         malformed_rate=0.02,
     )
     sim = Simulator(params, kafka_conf)
     sent = produce(sim.records(), kafka_conf.kafka.bootstrap_servers)
-    assert sent > 3 * 600, "the backlog should take several micro-batches"
+    assert sent > 600, "the backlog should take more than one micro-batch"
 
     lakes = {run: tmp_path / f"lake-{run}" for run in ("local", "cluster")}
     cluster_conf = write_conf(kafka_conf, tmp_path / "cluster.yaml", lakes["cluster"])

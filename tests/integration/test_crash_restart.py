@@ -13,7 +13,7 @@ import pyspark.sql.functions as F
 import pytest
 
 from tests.conftest import REPO, TEST_TOKEN_KEY
-from tests.integration.kafka_helpers import travel_only_params
+from tests.integration.kafka_helpers import TRAVEL_PATH, travel_only_params
 from tests.leaks import leaked_key_material
 from txwatch.evaluation import card_number_hits
 from txwatch.infra import tables
@@ -199,7 +199,8 @@ def test_sigterm_stops_the_queries_between_batches_and_exits_cleanly(kafka_conf,
     params = SimulationParams(seed=3, users=5, duration_min=5, fraud_rings=0)
     produce(Simulator(params, conf).records(), conf.kafka.bootstrap_servers)
     conf_path = write_conf(conf, tmp_path / "job.yaml", tmp_path / "events")
-    job = start_job(conf_path)
+    # The alert path's queries: several, so the signal finds more than one to stop.
+    job = start_job(conf_path, "--queries", ",".join(q.name for q in TRAVEL_PATH))
     try:
         deadline = time.monotonic() + 240
         while committed_batches(Path(conf.checkpoint_path("travel"))) < 1:

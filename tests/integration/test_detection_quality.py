@@ -1,4 +1,4 @@
-"""The simulator's scenarios through the whole pipeline: the issue's quality bar, smaller."""
+"""The simulator's scenarios through the alert path: the issue's quality bar, smaller."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pyspark.sql.functions as F
 import pytest
 
-from tests.integration.kafka_helpers import run_pipeline
+from tests.integration.kafka_helpers import TRAVEL_PATH, run_pipeline
 from txwatch.evaluation import card_number_hits, impossible_travel_quality
 from txwatch.infra import tables
 from txwatch.infra.config import duration_s
@@ -38,7 +38,7 @@ def test_impossible_travel_precision_and_recall_on_simulated_traffic(spark, kafk
     produce(sim.records(), conf.kafka.bootstrap_servers)
     write_ground_truth(conf, sim.truth)
 
-    run_pipeline(spark, conf)
+    run_pipeline(spark, conf, TRAVEL_PATH)
 
     alerts = read_table(spark, conf, tables.ALERTS)
     quality = impossible_travel_quality(alerts, read_table(spark, conf, tables.GROUND_TRUTH))

@@ -1,4 +1,5 @@
-"""The streaming job end to end: real broker, real Spark streaming, real Delta tables."""
+"""The alert path end to end (ingest, travel, alerts, enrich): real broker, real Spark
+streaming, real Delta tables."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from pyspark.testing import assertDataFrameEqual
 
 from tests.conftest import TEST_TOKEN_KEY
-from tests.integration.kafka_helpers import consume_all, produce, run_pipeline
+from tests.integration.kafka_helpers import TRAVEL_PATH, consume_all, produce, run_pipeline
 from txwatch.infra import tables
 from txwatch.infra.kafka_admin import ensure_topics
 from txwatch.lake import read_table
@@ -77,7 +78,7 @@ def test_join_across_micro_batches_alerts_once_and_publishes(spark, kafka_conf):
         ],
         key_field="user_id",
     )
-    run_pipeline(spark, conf)
+    run_pipeline(spark, conf, TRAVEL_PATH)
     assert table(spark, conf, tables.BRONZE_TRANSACTIONS).count() == 2
     assert table(spark, conf, tables.TRANSACTIONS_ENRICHED).count() == 0
     # Second run: the fixes arrive in a later micro-batch and complete the join.
@@ -87,7 +88,7 @@ def test_join_across_micro_batches_alerts_once_and_publishes(spark, kafka_conf):
         fixes("d1", T0 - timedelta(seconds=60), 240),
         key_field="device_id",
     )
-    run_pipeline(spark, conf)
+    run_pipeline(spark, conf, TRAVEL_PATH)
     enriched = table(spark, conf, tables.TRANSACTIONS_ENRICHED).select(
         "transaction_id", "has_location", F.floor(F.col("distance_m") / 1000).alias("km"), "gap_s"
     )
@@ -119,7 +120,7 @@ def test_join_across_micro_batches_alerts_once_and_publishes(spark, kafka_conf):
         fixes("d1", T0 + timedelta(seconds=180), 30),
         key_field="device_id",
     )
-    run_pipeline(spark, conf)
+    run_pipeline(spark, conf, TRAVEL_PATH)
     assert table(spark, conf, tables.ALERTS).count() == 1
     assert len(consume_all(conf, topics.potential_fraud, timeout_s=4)) == 1
 
@@ -136,7 +137,7 @@ def test_data_later_than_the_watermark_stays_in_bronze_and_is_counted(spark, kaf
         + fixes("d2", later - timedelta(minutes=1), 180),
     )
     produce(conf, topics.transactions, [tx("on-time", "d2", T0), tx("next-hour", "d2", later)])
-    run_pipeline(spark, conf)  # the watermark is now about an hour past T0
+    run_pipeline(spark, conf, TRAVEL_PATH)  # the watermark is now about an hour past T0
     # A payment from T0 + 1 min shows up only now: far behind the watermark.
     produce(conf, topics.transactions, [tx("late", "d2", T0 + timedelta(minutes=1))])
     recorder_rows_before = (
@@ -145,7 +146,7 @@ def test_data_later_than_the_watermark_stays_in_bronze_and_is_counted(spark, kaf
         .first()[0]
         or 0
     )
-    run_pipeline(spark, conf)
+    run_pipeline(spark, conf, TRAVEL_PATH)
     bronze_ids = {
         r.transaction_id for r in table(spark, conf, tables.BRONZE_TRANSACTIONS).collect()
     }
@@ -177,7 +178,7 @@ def test_malformed_records_land_in_quarantine_and_nothing_is_lost(spark, kafka_c
     ]
     produce(conf, topics.transactions, values)
     produce(conf, topics.device_locations, ['{"device_id": "d3", "latitude": "north"}'])
-    run_pipeline(spark, conf)
+    run_pipeline(spark, conf, TRAVEL_PATH)
     quarantine = table(spark, conf, tables.QUARANTINE)
     result = quarantine.select("kafka_topic", "reason")
     expected = spark.createDataFrame(
