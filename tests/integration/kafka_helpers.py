@@ -18,8 +18,8 @@ from txwatch.simulator import SimulationParams
 
 # The queries an impossible-travel alert and its tables go through: bronze, quarantine,
 # transactions_enriched, alerts and pipeline_progress. Tests of that path alone run these
-# (as `--queries ingest,travel,alerts,enrich` does): the metrics and scoring queries have
-# tests of their own and add nothing those tests look at, but a third of the work.
+# (as `--queries ingest,travel,alerts,enrich` does), without the metrics and scoring
+# queries, which have tests of their own and cost a third of the work.
 TRAVEL_PATH: tuple[QuerySpec, ...] = (ingest.QUERY, travel.QUERY, alerts.QUERY, enrich.QUERY)
 
 

@@ -25,6 +25,7 @@ from txwatch.infra import tables
 from txwatch.infra.kafka_admin import ensure_topics
 from txwatch.infra.progress import AHEAD
 from txwatch.lake import read_table
+from txwatch.queries import metrics
 
 pytestmark = pytest.mark.kafka
 
@@ -113,13 +114,17 @@ def produce_live(conf, records) -> None:
         producer.close()
 
 
+# The alert path and metric_windows: the queries whose watermark a future clock could move.
+WATERMARKED = (*TRAVEL_PATH, metrics.WINDOWS_QUERY)
+
+
 def stream_in_two_runs(spark, conf) -> set[str]:
     ensure_topics(conf)
     first, rest, frauds = cafe_records()
     produce_live(conf, first)
-    run_pipeline(spark, conf, TRAVEL_PATH)
+    run_pipeline(spark, conf, WATERMARKED)
     produce_live(conf, rest)
-    run_pipeline(spark, conf, TRAVEL_PATH)
+    run_pipeline(spark, conf, WATERMARKED)
     return frauds
 
 
