@@ -18,7 +18,8 @@
 #   --total-executor-cores N (standalone)  --num-executors N (yarn, k8s)
 #                           sizes; default: spark.driver.memory, spark.driver.cores,
 #                           spark.executor.memory, spark.executor.cores in the job's config
-#                           (spark.options), passed where they take effect
+#                           (spark.options), passed where they take effect; the config's
+#                           spark.driver.extraJavaOptions goes to --driver-java-options
 #   --spark-conf K=V        extra Spark setting, repeatable (spark-submit --conf)
 #   --files F[,F...]        more files for the driver's and executors' directories
 #                           (e.g. a Kafka truststore), repeatable
@@ -41,7 +42,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 JOBS=(stream simulate replay train similarity anonymize evaluate sql thriftserver maintain)
 
 usage() {
-  sed -n '2,37p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,38p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit "${1:-2}"
 }
 
@@ -167,6 +168,8 @@ CONF_FILES="$(ls "$ROOT"/conf/*.yaml "$ROOT"/conf/fairscheduler.xml "$ROOT"/conf
 # config (spark.options) goes to --driver-memory (set in the session builder it is
 # ignored), and the other sizes go the same way, so a cluster's resource manager sees them
 # when it places the driver and executors. A flag on the command line wins.
+# spark.driver.extraJavaOptions is ignored there too: it goes to --driver-java-options,
+# after the log settings.
 JOB_CONF="conf/local.yaml"
 prev=""
 for arg in "$@"; do
@@ -187,13 +190,18 @@ options = settings.get("spark", {}).get("options") or {}
 for what in ("driver.memory", "driver.cores", "executor.memory", "executor.cores"):
     if options.get(f"spark.{what}"):
         print("--" + what.replace(".", "-"), options[f"spark.{what}"])
+if options.get("spark.driver.extraJavaOptions"):
+    print("java-options", options["spark.driver.extraJavaOptions"])
 print("token-key-env", settings.get("privacy", {}).get("token_key_env", "TXWATCH_TOKEN_KEY"))
 PY
 }
 TOKEN_KEY_ENV=TXWATCH_TOKEN_KEY
+CONF_JAVA_OPTIONS=""
 while read -r flag value; do
   if [[ "$flag" == token-key-env ]]; then
     TOKEN_KEY_ENV="$value"
+  elif [[ "$flag" == java-options ]]; then
+    CONF_JAVA_OPTIONS="$value"
   elif [[ -n "$flag" ]] && ! has_size "$flag"; then
     SIZE_OPTS+=("$flag" "$value")
   fi
@@ -242,7 +250,7 @@ exec "$SUBMIT" \
   --files "$CONF_FILES" \
   --conf spark.sql.session.timeZone=UTC \
   --conf "spark.scheduler.allocation.file=$SCHEDULER_FILE" \
-  --driver-java-options "-Dlog4j2.configurationFile=$LOG4J" \
+  --driver-java-options "-Dlog4j2.configurationFile=$LOG4J${CONF_JAVA_OPTIONS:+ $CONF_JAVA_OPTIONS}" \
   --conf "spark.executorEnv.TXWATCH_SUBMITTED=1" \
   ${DRIVER_ENV[@]+"${DRIVER_ENV[@]}"} \
   ${SIZE_OPTS[@]+"${SIZE_OPTS[@]}"} \

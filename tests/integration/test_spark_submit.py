@@ -27,11 +27,13 @@ def test_job_help_goes_through_spark_submit():
 
 
 def test_driver_memory_from_the_conf_reaches_spark_submit(tmp_path):
-    """spark.driver.memory only works as --driver-memory: the script reads it from the conf."""
+    """spark.driver.memory and spark.driver.extraJavaOptions only work as --driver-memory and
+    --driver-java-options: the script reads them from the conf."""
     conf = tmp_path / "big.yaml"
     conf.write_text(
         f"extends: {REPO / 'conf' / 'local.yaml'}\nspark:\n  options:\n"
         "    spark.driver.memory: 3g\n"
+        "    spark.driver.extraJavaOptions: -XX:+UseSerialGC -Dtxwatch.test=1\n"
     )
     # SPARK_SUBMIT=echo prints the spark-submit command line instead of running it.
     result = subprocess.run(
@@ -43,6 +45,8 @@ def test_driver_memory_from_the_conf_reaches_spark_submit(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "--driver-memory 3g" in result.stdout
+    log4j = f"-Dlog4j2.configurationFile=file:{REPO}/conf/log4j2.properties"
+    assert f"--driver-java-options {log4j} -XX:+UseSerialGC -Dtxwatch.test=1 " in result.stdout
     # The scheduler pools of the queries (the code itself runs from a zip there).
     assert f"spark.scheduler.allocation.file=file://{REPO}/conf/fairscheduler.xml" in result.stdout
     assert result.stdout.rstrip().endswith(f"jobs/stream.py --conf {conf} --available-now")

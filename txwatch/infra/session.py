@@ -35,11 +35,12 @@ def local_jars() -> list[str]:
 
 def _set_driver_options(conf: Conf, master: str) -> None:
     """Give a driver started from plain Python what ``spark-submit.sh`` gives its drivers:
-    the heap ``spark.driver.memory`` asks for, the log settings of ``conf/log4j2.properties``
+    the heap ``spark.driver.memory`` asks for, the JVM options of
+    ``spark.driver.extraJavaOptions`` after the log settings of ``conf/log4j2.properties``
     (``TXWATCH_LOG4J``: another file) and, on a local master, the loopback address.
 
     The driver's JVM is already running when the session builder applies its settings, so
-    ``spark.driver.memory`` there is ignored; PySpark starts the JVM with the options in
+    both settings there are ignored; PySpark starts the JVM with the options in
     ``PYSPARK_SUBMIT_ARGS``, so they go there.
     """
     if SparkContext._active_spark_context is not None:
@@ -53,11 +54,11 @@ def _set_driver_options(conf: Conf, master: str) -> None:
     if memory and "--driver-memory" not in existing:
         options.append(f"--driver-memory {memory}")
     log4j = os.environ.get("TXWATCH_LOG4J", str(REPO_ROOT / "conf" / "log4j2.properties"))
-    if "--driver-java-options" not in existing and Path(log4j).is_file():
+    java_options = [f"-Dlog4j2.configurationFile=file:{log4j}"] if Path(log4j).is_file() else []
+    java_options += shlex.split(conf.spark.options.get("spark.driver.extraJavaOptions", ""))
+    if java_options and "--driver-java-options" not in existing:
         # PySpark splits PYSPARK_SUBMIT_ARGS like a shell (a checkout path with spaces).
-        options.append(
-            f"--driver-java-options {shlex.quote(f'-Dlog4j2.configurationFile=file:{log4j}')}"
-        )
+        options.append(f"--driver-java-options {shlex.quote(shlex.join(java_options))}")
     if options:
         os.environ["PYSPARK_SUBMIT_ARGS"] = " ".join([*options, existing])
 
