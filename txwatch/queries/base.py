@@ -128,7 +128,8 @@ class QuerySpec:
     whether the conf asks for the query at all (the runner skips it otherwise), and
     ``tick``, if given, is called every 30 seconds while a continuous run lasts and once at
     the end of an ``--available-now`` run, for work that must happen without new input (a
-    retry, say).
+    retry, say). ``alert_path`` marks the queries an alert travels through: a continuous run
+    starts them first and the others once these have finished a micro-batch.
     """
 
     name: str
@@ -136,3 +137,4 @@ class QuerySpec:
     after: tuple[str, ...] = ()
     enabled: Callable[[Conf], bool] = lambda conf: True
     tick: Callable[[RunContext], None] | None = None
+    alert_path: bool = False

@@ -5,8 +5,10 @@ Two ways to run:
 - ``run_available_now``: drain what Kafka holds now, then stop. Queries run side by side,
   except that a query starts only after the queries it reads from (``QuerySpec.after``)
   have drained theirs; then every query's ``tick`` runs once;
-- ``run_continuously``: start every query, run until one fails, the process gets SIGTERM
-  or Ctrl-C, or a duration passes; then stop the others between micro-batches.
+- ``run_continuously``: start every query (the alert path's, ``QuerySpec.alert_path``,
+  first, the others once those have finished a micro-batch), run until one fails, the
+  process gets SIGTERM or Ctrl-C, or a duration passes; then stop the others between
+  micro-batches.
 
 A failed query is reported as ``QueryFailedError``, naming the query, the cause in one
 line and what to do.
@@ -27,6 +29,10 @@ from txwatch.infra.maintenance import maintain_tables
 from txwatch.infra.progress import ProgressRecorder, WatermarkBounds, progress_row, write_progress
 from txwatch.infra.tables import ensure_tables
 from txwatch.queries.base import QuerySpec, RunContext
+
+# How long a continuous run waits for the alert path's first micro-batches before it starts
+# the other queries anyway.
+FIRST_BATCH_WAIT_S = 120.0
 
 
 class QueryFailedError(UserError):
@@ -140,6 +146,19 @@ class _StopRequest:
         self.requested = True
 
 
+def _wait_for_first_batches(
+    queries: Sequence[StreamingQuery], stop: _StopRequest, timeout_s: float = FIRST_BATCH_WAIT_S
+) -> None:
+    """Until each query has finished a micro-batch, stopped, or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while (
+        any(q.isActive and q.lastProgress is None for q in queries)
+        and not stop.requested
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.5)
+
+
 def run_continuously(
     ctx: RunContext,
     queries: Sequence[QuerySpec],
@@ -165,7 +184,12 @@ def run_continuously(
     deadline = None if run_for_s is None else time.monotonic() + run_for_s
     next_flush = time.monotonic() + flush_every_s
     try:
-        for spec in queries:
+        # The alert path first: on two cores every query's first micro-batch (planning, code
+        # generation and compiling from a cold JVM) competes for the same cores.
+        for spec in [s for s in queries if s.alert_path]:
+            started[spec.name] = spec.start(ctx)
+        _wait_for_first_batches(list(started.values()), stop)
+        for spec in [s for s in queries if not s.alert_path]:
             started[spec.name] = spec.start(ctx)
         while all(q.isActive for q in started.values()):
             # awaitAnyTermination re-raises a failed query's exception.
