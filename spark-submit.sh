@@ -235,6 +235,9 @@ if [[ "$MASTER" == local* ]]; then
   export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
 fi
 
+# Spark splits the driver's Java options like a shell: a checkout path with spaces is quoted.
+printf -v LOG4J_OPTION '%q' "-Dlog4j2.configurationFile=$LOG4J"
+
 export TXWATCH_SUBMITTED=1
 # The checkout, for what the code (run from a zip) needs beside it: scripts/kafka-local.sh.
 export TXWATCH_ROOT="$ROOT"
@@ -250,7 +253,7 @@ exec "$SUBMIT" \
   --files "$CONF_FILES" \
   --conf spark.sql.session.timeZone=UTC \
   --conf "spark.scheduler.allocation.file=$SCHEDULER_FILE" \
-  --driver-java-options "-Dlog4j2.configurationFile=$LOG4J${CONF_JAVA_OPTIONS:+ $CONF_JAVA_OPTIONS}" \
+  --driver-java-options "$LOG4J_OPTION${CONF_JAVA_OPTIONS:+ $CONF_JAVA_OPTIONS}" \
   --conf "spark.executorEnv.TXWATCH_SUBMITTED=1" \
   ${DRIVER_ENV[@]+"${DRIVER_ENV[@]}"} \
   ${SIZE_OPTS[@]+"${SIZE_OPTS[@]}"} \

@@ -1109,9 +1109,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--java-options",
-        help="JVM options for the stream job's JVMs (as JAVA_TOOL_OPTIONS; spark-submit's "
-        "launcher gets them too), to compare JVM "
-        "settings, e.g. --java-options=-XX:+UseParallelGC (with '=': the value starts with '-')",
+        help="more JVM options for the stream job's JVMs (as JAVA_TOOL_OPTIONS; spark-submit's "
+        "launcher gets them too), e.g. --java-options=-Xlog:gc (with '=': the value starts with "
+        "'-'). They come before the conf's spark.driver.extraJavaOptions: to try another "
+        "collector than its -XX:+UseParallelGC, give a --conf that sets that key instead",
     )
     args = parser.parse_args(argv)
     if not args.conf.is_file():

@@ -35,21 +35,34 @@ def test_driver_memory_from_the_conf_reaches_spark_submit(tmp_path):
         "    spark.driver.memory: 3g\n"
         "    spark.driver.extraJavaOptions: -XX:+UseSerialGC -Dtxwatch.test=1\n"
     )
-    # SPARK_SUBMIT=echo prints the spark-submit command line instead of running it.
+    # A SPARK_SUBMIT that prints its arguments one per line instead of running Spark.
+    printer = tmp_path / "print-arguments"
+    printer.write_text("#!/bin/sh\nprintf '%s\\n' \"$@\"\n")
+    printer.chmod(0o755)
     result = subprocess.run(
         [str(REPO / "spark-submit.sh"), "stream", "--conf", str(conf), "--available-now"],
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "SPARK_SUBMIT": "echo"},
+        env={**os.environ, "SPARK_SUBMIT": str(printer)},
     )
     assert result.returncode == 0, result.stderr
-    assert "--driver-memory 3g" in result.stdout
+    arguments = result.stdout.splitlines()
+
+    def value_of(flag: str) -> str:
+        return arguments[arguments.index(flag) + 1]
+
+    assert value_of("--driver-memory") == "3g"
     log4j = f"-Dlog4j2.configurationFile=file:{REPO}/conf/log4j2.properties"
-    assert f"--driver-java-options {log4j} -XX:+UseSerialGC -Dtxwatch.test=1 " in result.stdout
+    assert value_of("--driver-java-options") == f"{log4j} -XX:+UseSerialGC -Dtxwatch.test=1"
     # The scheduler pools of the queries (the code itself runs from a zip there).
-    assert f"spark.scheduler.allocation.file=file://{REPO}/conf/fairscheduler.xml" in result.stdout
-    assert result.stdout.rstrip().endswith(f"jobs/stream.py --conf {conf} --available-now")
+    assert f"spark.scheduler.allocation.file=file://{REPO}/conf/fairscheduler.xml" in arguments
+    assert arguments[-4:] == [
+        str(REPO / "jobs" / "stream.py"),
+        "--conf",
+        str(conf),
+        "--available-now",
+    ]
 
 
 def echoed_command(*args: str) -> subprocess.CompletedProcess[str]:

@@ -10,8 +10,8 @@ from txwatch.infra.config import Conf
 def test_the_driver_jvm_starts_with_the_heap_and_java_options_of_the_conf(
     spark: SparkSession, base_conf: Conf
 ):
-    """Set in the session builder, spark.driver.memory and spark.driver.extraJavaOptions are
-    ignored (the JVM is already running): create_session hands them to the JVM's launch."""
+    """create_session hands spark.driver.memory and spark.driver.extraJavaOptions to the JVM's
+    launch, the Java options after the log settings (which would otherwise replace them)."""
     runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
     arguments = list(runtime.getInputArguments())
     options = base_conf.spark.options
@@ -19,3 +19,4 @@ def test_the_driver_jvm_starts_with_the_heap_and_java_options_of_the_conf(
     java_options = shlex.split(options["spark.driver.extraJavaOptions"])
     assert java_options
     assert set(java_options) <= set(arguments)
+    assert any(a.startswith("-Dlog4j2.configurationFile=file:") for a in arguments)

@@ -39,9 +39,11 @@ def _set_driver_options(conf: Conf, master: str) -> None:
     ``spark.driver.extraJavaOptions`` after the log settings of ``conf/log4j2.properties``
     (``TXWATCH_LOG4J``: another file) and, on a local master, the loopback address.
 
-    The driver's JVM is already running when the session builder applies its settings, so
-    both settings there are ignored; PySpark starts the JVM with the options in
-    ``PYSPARK_SUBMIT_ARGS``, so they go there.
+    Under spark-submit the driver's JVM is already running when the session builder applies
+    its settings. Here PySpark starts the JVM with the builder's settings and then the
+    options in ``PYSPARK_SUBMIT_ARGS``, whose ``--driver-java-options`` (the log settings)
+    replaces ``spark.driver.extraJavaOptions``: so both go there, joined. A
+    ``--driver-java-options`` already in ``PYSPARK_SUBMIT_ARGS`` wins over both.
     """
     if SparkContext._active_spark_context is not None:
         return

@@ -100,5 +100,5 @@ QUERY = QuerySpec(
         metrics.POINTS_NAME,
         payment_scoring.NAME,
     ),
-    alert_path=True,
+    starts_first=True,
 )

@@ -128,8 +128,9 @@ class QuerySpec:
     whether the conf asks for the query at all (the runner skips it otherwise), and
     ``tick``, if given, is called every 30 seconds while a continuous run lasts and once at
     the end of an ``--available-now`` run, for work that must happen without new input (a
-    retry, say). ``alert_path`` marks the queries an alert travels through: a continuous run
-    starts them first and the others once these have finished a micro-batch.
+    retry, say). A continuous run starts the ``starts_first`` queries (impossible travel and
+    the alerts table: the latency the alerts are held to) before the others, and those once
+    these have finished a micro-batch.
     """
 
     name: str
@@ -137,4 +138,4 @@ class QuerySpec:
     after: tuple[str, ...] = ()
     enabled: Callable[[Conf], bool] = lambda conf: True
     tick: Callable[[RunContext], None] | None = None
-    alert_path: bool = False
+    starts_first: bool = False

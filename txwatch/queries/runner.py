@@ -5,10 +5,9 @@ Two ways to run:
 - ``run_available_now``: drain what Kafka holds now, then stop. Queries run side by side,
   except that a query starts only after the queries it reads from (``QuerySpec.after``)
   have drained theirs; then every query's ``tick`` runs once;
-- ``run_continuously``: start every query (the alert path's, ``QuerySpec.alert_path``,
-  first, the others once those have finished a micro-batch), run until one fails, the
-  process gets SIGTERM or Ctrl-C, or a duration passes; then stop the others between
-  micro-batches.
+- ``run_continuously``: start every query (``QuerySpec.starts_first`` ones first, the others
+  once those have finished a micro-batch), run until one fails, the process gets SIGTERM or
+  Ctrl-C, or a duration passes; then stop the others between micro-batches.
 
 A failed query is reported as ``QueryFailedError``, naming the query, the cause in one
 line and what to do.
@@ -30,8 +29,8 @@ from txwatch.infra.progress import ProgressRecorder, WatermarkBounds, progress_r
 from txwatch.infra.tables import ensure_tables
 from txwatch.queries.base import QuerySpec, RunContext
 
-# How long a continuous run waits for the alert path's first micro-batches before it starts
-# the other queries anyway.
+# How long a continuous run waits for the first micro-batches of its ``starts_first``
+# queries before it starts the others anyway.
 FIRST_BATCH_WAIT_S = 120.0
 
 
@@ -147,16 +146,23 @@ class _StopRequest:
 
 
 def _wait_for_first_batches(
-    queries: Sequence[StreamingQuery], stop: _StopRequest, timeout_s: float = FIRST_BATCH_WAIT_S
+    ctx: RunContext,
+    queries: Sequence[StreamingQuery],
+    stop: _StopRequest,
+    timeout_s: float = FIRST_BATCH_WAIT_S,
 ) -> None:
-    """Until each query has finished a micro-batch, stopped, or ``timeout_s`` passes."""
+    """Until each query has finished a micro-batch or stopped, a stop is asked for, or
+    ``timeout_s`` passes. A query that fails meanwhile raises (``awaitAnyTermination``)."""
     deadline = time.monotonic() + timeout_s
-    while (
-        any(q.isActive and q.lastProgress is None for q in queries)
-        and not stop.requested
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.5)
+    while any(q.isActive and q.lastProgress is None for q in queries) and not stop.requested:
+        if time.monotonic() >= deadline:
+            print(
+                f"stream: no micro-batch finished in {timeout_s:.0f} s; starting the other "
+                "queries anyway",
+                flush=True,
+            )
+            return
+        ctx.spark.streams.awaitAnyTermination(1)
 
 
 def run_continuously(
@@ -184,13 +190,22 @@ def run_continuously(
     deadline = None if run_for_s is None else time.monotonic() + run_for_s
     next_flush = time.monotonic() + flush_every_s
     try:
-        # The alert path first: on two cores every query's first micro-batch (planning, code
-        # generation and compiling from a cold JVM) competes for the same cores.
-        for spec in [s for s in queries if s.alert_path]:
+        # Travel and the alerts query first: every query's first micro-batch (planning, code
+        # generation and compiling in a cold JVM) competes for the same cores, and on two
+        # cores that held the first alerts back by up to a minute (README, Benchmarks).
+        first = [spec for spec in queries if spec.starts_first]
+        for spec in first:
             started[spec.name] = spec.start(ctx)
-        _wait_for_first_batches(list(started.values()), stop)
-        for spec in [s for s in queries if not s.alert_path]:
-            started[spec.name] = spec.start(ctx)
+        if first and len(first) < len(queries):
+            names = ", ".join(spec.name for spec in first)
+            print(
+                f"stream: starting {names}; the other queries once each has finished a micro-batch",
+                flush=True,
+            )
+            _wait_for_first_batches(ctx, list(started.values()), stop)
+        if not stop.requested and all(q.isActive for q in started.values()):
+            for spec in [s for s in queries if not s.starts_first]:
+                started[spec.name] = spec.start(ctx)
         while all(q.isActive for q in started.values()):
             # awaitAnyTermination re-raises a failed query's exception.
             ctx.spark.streams.awaitAnyTermination(1)
@@ -208,6 +223,11 @@ def run_continuously(
             if deadline is not None and time.monotonic() >= deadline:
                 print("stream: duration reached, stopping the queries", flush=True)
                 break
+        # A query can fail between awaitAnyTermination's return and the loop's test.
+        for name, query in started.items():
+            error = query.exception()
+            if error is not None:
+                raise describe_failure(name, error, ctx) from error
     except StreamingQueryException as err:
         failed = next((name for name, q in started.items() if q.exception() is not None), "unknown")
         raise describe_failure(failed, err, ctx) from err

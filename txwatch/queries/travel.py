@@ -121,4 +121,4 @@ def start(ctx: RunContext) -> StreamingQuery:
     return ctx.start(writer, ALERTS_POOL)
 
 
-QUERY = QuerySpec(NAME, start, alert_path=True)
+QUERY = QuerySpec(NAME, start, starts_first=True)
