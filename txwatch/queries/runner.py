@@ -145,6 +145,11 @@ class _StopRequest:
         self.requested = True
 
 
+def _failed_query(started: dict[str, StreamingQuery]) -> str | None:
+    """The name of a query that stopped with an error, if any."""
+    return next((name for name, q in started.items() if q.exception() is not None), None)
+
+
 def _wait_for_first_batches(
     ctx: RunContext,
     queries: Sequence[StreamingQuery],
@@ -224,13 +229,13 @@ def run_continuously(
                 print("stream: duration reached, stopping the queries", flush=True)
                 break
         # A query can fail between awaitAnyTermination's return and the loop's test.
-        for name, query in started.items():
-            error = query.exception()
-            if error is not None:
-                raise describe_failure(name, error, ctx) from error
+        failed = _failed_query(started)
+        if failed is not None:
+            error = started[failed].exception()
+            assert error is not None
+            raise describe_failure(failed, error, ctx) from error
     except StreamingQueryException as err:
-        failed = next((name for name, q in started.items() if q.exception() is not None), "unknown")
-        raise describe_failure(failed, err, ctx) from err
+        raise describe_failure(_failed_query(started) or "unknown", err, ctx) from err
     except KeyboardInterrupt:  # a second Ctrl-C: stop now, whatever the JVM was doing
         print("stream: stopping the queries", flush=True)
     finally:
